@@ -314,9 +314,7 @@ def processor_module_list(unet) -> nn.ModuleList:
 
 def cross_attention_processors(unet) -> dict[str, InfiniteIDCrossAttnProcessor]:
     """The trainable processors, by layer name."""
-    return {
-        _layer_name(k): p for k, p in unet.attn_processors.items() if isinstance(p, InfiniteIDCrossAttnProcessor)
-    }
+    return {_layer_name(k): p for k, p in unet.attn_processors.items() if isinstance(p, InfiniteIDCrossAttnProcessor)}
 
 
 _BLOCK_SHORTHANDS = {"down": "down_blocks", "mid": "mid_block", "up": "up_blocks"}

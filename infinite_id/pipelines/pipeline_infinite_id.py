@@ -1,0 +1,645 @@
+"""Infinite-ID pipelines for SDXL and SD 1.5: two denoising streams in lock-step, in one UNet call per step.
+
+The text stream is the untouched base model with the prompt. The identity stream is the same UNet with the
+prompt *and* the ID tokens; its self-attention is mixed attention over both streams' keys/values (paper
+section 3.3). Both streams start from the same noise and, with classifier-free guidance, run as one batch of
+``[text-uncond, text-cond, id-uncond, id-cond]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
+from diffusers.utils import BaseOutput
+
+from ..adapter import (
+    ADAPTER_WEIGHTS_NAME,
+    AdapterError,
+    AdapterMetadata,
+    ClipEncoderInfo,
+    load_adapter_file,
+    load_state_strict,
+    save_adapter_file,
+    unet_family,
+)
+from ..attention_processors import (
+    AdaIN,
+    InfiniteIDAttentionState,
+    SelfAttentionMode,
+    configure_blocks,
+    install_processors,
+    is_installed,
+    processor_module_list,
+    uninstall_processors,
+)
+from ..faces.base import FaceEncoderInfo
+from ..identity import IdentityEncoder, IdentityFeatures, MultiImageMode, combine_tokens
+from ..models.projectors import IdentityProjection, IdentityProjectionConfig
+from ..prompts import names_style
+
+ImageInput = str | os.PathLike | PIL.Image.Image | np.ndarray
+AdaINArg = bool | Literal["auto", "mean", "full", "off"]
+
+__all__ = [
+    "InfiniteIDPipeline",
+    "InfiniteIDPipelineOutput",
+    "InfiniteIDStableDiffusionPipeline",
+    "InfiniteIDStableDiffusionXLPipeline",
+]
+
+
+@dataclass
+class InfiniteIDPipelineOutput(BaseOutput):
+    """``images``: the identity stream (the result); ``text_images``: the text stream, when asked for."""
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    text_images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None = None
+    nsfw_content_detected: list[bool] | None = None
+
+
+@dataclass
+class _TextConditioning:
+    """Prompt embeddings for one stream, rows ``[uncond; cond]`` with guidance, plus SDXL's added conditions."""
+
+    embeds: torch.Tensor
+    added: dict[str, torch.Tensor] | None
+
+
+def _resolve_adain(adain: AdaINArg, prompts: Sequence[str]) -> AdaIN:
+    if adain == "auto":
+        return "mean" if any(names_style(p) for p in prompts) else False
+    if adain is True or adain == "mean":
+        return "mean"
+    if adain is False or adain == "off":
+        return False
+    if adain == "full":
+        return "full"
+    raise ValueError(f"adain must be 'auto', True/'mean', False/'off' or 'full', got {adain!r}")
+
+
+def _window_active(window: tuple[float, float], step: int, num_steps: int) -> bool:
+    start, end = window
+    return start * num_steps <= step < end * num_steps
+
+
+def _check_window(name: str, window: tuple[float, float]) -> tuple[float, float]:
+    start, end = (float(w) for w in window)
+    if not 0.0 <= start <= end <= 1.0:
+        raise ValueError(
+            f"{name} must be (start, end) fractions of the steps with 0 <= start <= end <= 1, got {window}"
+        )
+    return start, end
+
+
+def _generators(generator) -> list[torch.Generator]:
+    return list(generator) if isinstance(generator, list) else [generator]
+
+
+class InfiniteIDPipeline:
+    """Infinite-ID behaviour shared by the SDXL and SD 1.5 pipelines (a mixin over diffusers' pipelines).
+
+    ``InfiniteIDPipeline.from_pretrained(...)`` picks the right subclass from the base model's
+    ``model_index.json``; the subclasses can also be used directly.
+    """
+
+    _callback_tensor_inputs = ["latents", "text_latents", "prompt_embeds"]
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Load a base model (hub id or local diffusers folder) into the matching Infinite-ID pipeline."""
+        if cls is InfiniteIDPipeline:
+            target = cls.pipeline_class_for(pretrained_model_name_or_path, **kwargs)
+            return target.from_pretrained(pretrained_model_name_or_path, **kwargs)
+        path = Path(pretrained_model_name_or_path)
+        if path.is_absolute() or str(pretrained_model_name_or_path).startswith((".", "~")) or path.exists():
+            if not path.expanduser().is_dir():
+                raise FileNotFoundError(f"base model folder {path} does not exist")
+            if not (path.expanduser() / "model_index.json").is_file():
+                raise FileNotFoundError(
+                    f"{path} is not a diffusers model folder (no model_index.json); single-file checkpoints can be "
+                    "converted with diffusers' StableDiffusionXLPipeline.from_single_file(...).save_pretrained(dir)"
+                )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @staticmethod
+    def pipeline_class_for(pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> type:
+        """The Infinite-ID subclass for a base model, read from its ``model_index.json``."""
+        from diffusers import DiffusionPipeline
+
+        hub_keys = ("cache_dir", "local_files_only", "revision", "token")
+        config = DiffusionPipeline.load_config(
+            pretrained_model_name_or_path, **{k: v for k, v in kwargs.items() if k in hub_keys}
+        )
+        if "text_encoder_2" in config or "XL" in config.get("_class_name", ""):
+            return InfiniteIDStableDiffusionXLPipeline
+        if "text_encoder" in config and "unet" in config:
+            return InfiniteIDStableDiffusionPipeline
+        raise ValueError(
+            f"{pretrained_model_name_or_path} ({config.get('_class_name')}) is neither an SDXL nor an SD 1.x/2.x "
+            "UNet pipeline; Infinite-ID needs a UNet with text cross-attention"
+        )
+
+    @property
+    def family(self) -> str:
+        return unet_family(self.unet)
+
+    @property
+    def image_proj(self) -> IdentityProjection | None:
+        return self.__dict__.get("_infinite_id_image_proj")
+
+    @property
+    def adapter_metadata(self) -> AdapterMetadata | None:
+        return self.__dict__.get("_infinite_id_metadata")
+
+    @property
+    def face_analyzer(self):
+        return self.__dict__.get("_infinite_id_face_analyzer")
+
+    @property
+    def identity_encoder(self) -> IdentityEncoder:
+        if self.image_proj is None:
+            raise RuntimeError("no Infinite-ID adapter: call load_adapter(...) or init_adapter(...) first")
+        if self.image_encoder is None or self.feature_extractor is None:
+            raise RuntimeError(
+                "the pipeline has no CLIP image encoder: pass image_encoder=<folder or hub id> to load_adapter"
+            )
+        return IdentityEncoder(
+            self.image_encoder, self.feature_extractor, self.image_proj, self.adapter_metadata.clip_encoder.layer
+        )
+
+    def _set_adapter(self, projection: IdentityProjection, metadata: AdapterMetadata) -> None:
+        self.__dict__["_infinite_id_image_proj"] = projection
+        self.__dict__["_infinite_id_metadata"] = metadata
+
+    def _set_image_encoder(self, image_encoder, feature_extractor) -> None:
+        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+        if isinstance(image_encoder, (str, os.PathLike)):
+            source = image_encoder
+            try:
+                image_encoder = CLIPVisionModelWithProjection.from_pretrained(source)
+            except OSError as exc:
+                raise FileNotFoundError(f"cannot load a CLIP image encoder from {source}: {exc}") from exc
+            if feature_extractor is None:
+                try:
+                    feature_extractor = CLIPImageProcessor.from_pretrained(source)
+                except OSError:
+                    size = image_encoder.config.image_size
+                    feature_extractor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size=size)
+        if image_encoder is not None:
+            image_encoder.requires_grad_(False).eval()
+            unet_param = next(self.unet.parameters())
+            image_encoder.to(device=unet_param.device, dtype=unet_param.dtype)
+            self.register_modules(image_encoder=image_encoder)
+        if feature_extractor is not None:
+            self.register_modules(feature_extractor=feature_extractor)
+
+    def init_adapter(
+        self,
+        projection_config: IdentityProjectionConfig,
+        face_encoder: FaceEncoderInfo,
+        clip_encoder: ClipEncoderInfo | None = None,
+        image_encoder=None,
+        feature_extractor=None,
+        clip_layer: int = -1,
+    ) -> IdentityProjection:
+        """Create a fresh, untrained adapter (the start of training): new mappers, ``to_k_ip``/``to_v_ip``
+        copied from ``to_k``/``to_v``. Returns the projection module."""
+        self._set_image_encoder(image_encoder, feature_extractor)
+        if projection_config.cross_attention_dim != self.unet.config.cross_attention_dim:
+            raise ValueError(
+                f"projection width {projection_config.cross_attention_dim} must equal the UNet's cross-attention "
+                f"width {self.unet.config.cross_attention_dim}"
+            )
+        if clip_encoder is None:
+            if self.image_encoder is None:
+                raise ValueError("give clip_encoder=ClipEncoderInfo(...) or an image_encoder")
+            cfg = self.image_encoder.config
+            clip_encoder = ClipEncoderInfo(
+                name=getattr(cfg, "_name_or_path", "") or "clip-vision",
+                hidden_size=cfg.hidden_size,
+                num_tokens=(cfg.image_size // cfg.patch_size) ** 2 + 1,
+                layer=clip_layer,
+                image_size=cfg.image_size,
+            )
+        install_processors(self.unet, init_from_text=True)
+        param = next(self.unet.parameters())
+        projection = IdentityProjection(projection_config).to(device=param.device, dtype=param.dtype)
+        metadata = AdapterMetadata(
+            projection=projection_config,
+            base_family=self.family,
+            cross_attention_dim=self.unet.config.cross_attention_dim,
+            num_attention_layers=len(self.unet.attn_processors),
+            face_encoder=face_encoder,
+            clip_encoder=clip_encoder,
+        )
+        self._check_image_encoder(metadata)
+        self._set_adapter(projection, metadata)
+        return projection
+
+    def load_adapter(
+        self,
+        pretrained_model_name_or_path: str | os.PathLike,
+        weight_name: str = ADAPTER_WEIGHTS_NAME,
+        subfolder: str | None = None,
+        image_encoder=None,
+        feature_extractor=None,
+        **hub_kwargs: Any,
+    ) -> AdapterMetadata:
+        """Load an Infinite-ID adapter (a ``.safetensors`` file, a folder, or a hub repo holding one).
+
+        ``image_encoder``: a CLIP vision model, or its folder / hub id, when the pipeline has none yet. The
+        adapter's metadata is checked against the base model, the image encoder and the face analyzer before any
+        weight is copied.
+        """
+        path = Path(pretrained_model_name_or_path)
+        if path.is_dir():
+            path = path / (subfolder or "") / weight_name
+        elif not path.is_file():
+            if str(pretrained_model_name_or_path).endswith(".safetensors") or path.is_absolute():
+                raise FileNotFoundError(f"no adapter file at {path}")
+            from huggingface_hub import hf_hub_download
+
+            path = Path(
+                hf_hub_download(str(pretrained_model_name_or_path), weight_name, subfolder=subfolder, **hub_kwargs)
+            )
+        image_proj_sd, ip_sd, metadata = load_adapter_file(path)
+        metadata.check_unet(self.unet, self.family)
+        self._set_image_encoder(image_encoder, feature_extractor)
+        self._check_image_encoder(metadata)
+        if self.face_analyzer is not None:
+            self._check_face_analyzer(metadata, self.face_analyzer)
+        projection = IdentityProjection(metadata.projection)
+        load_state_strict(projection, image_proj_sd, "image_proj (mappers)")
+        install_processors(self.unet, init_from_text=False)
+        load_state_strict(processor_module_list(self.unet), ip_sd, "ip_adapter (image cross-attention)")
+        param = next(self.unet.parameters())
+        projection.to(device=param.device, dtype=param.dtype).eval()
+        self._set_adapter(projection, metadata)
+        return metadata
+
+    def save_adapter(self, path: str | os.PathLike, training: dict[str, Any] | None = None) -> Path:
+        """Write the adapter (mappers + image cross-attention + metadata) as safetensors; returns the file."""
+        if self.image_proj is None:
+            raise RuntimeError("no adapter to save")
+        metadata = self.adapter_metadata
+        if training is not None:
+            metadata = dataclasses.replace(metadata, training=dict(training))
+        return save_adapter_file(path, self.image_proj, self.unet, metadata)
+
+    def unload_adapter(self) -> None:
+        """Remove the adapter: default processors again, projection dropped."""
+        if is_installed(self.unet):
+            uninstall_processors(self.unet)
+        self.__dict__.pop("_infinite_id_image_proj", None)
+        self.__dict__.pop("_infinite_id_metadata", None)
+
+    def set_face_analyzer(self, analyzer) -> None:
+        """Use ``analyzer`` (an ``infinite_id.faces.FaceAnalyzer``) to turn reference photos into embeddings."""
+        if self.adapter_metadata is not None:
+            self._check_face_analyzer(self.adapter_metadata, analyzer)
+        self.__dict__["_infinite_id_face_analyzer"] = analyzer
+
+    def set_blocks(
+        self,
+        mixed_attention_blocks: Sequence[str] | None = None,
+        id_blocks: Sequence[str] | None = None,
+        id_block_scales: dict[str, float] | None = None,
+    ) -> None:
+        """Per-block selection of mixed attention and ID injection (see ``configure_blocks``)."""
+        configure_blocks(self.unet, mixed_attention_blocks, id_blocks, id_block_scales)
+
+    def _check_image_encoder(self, metadata: AdapterMetadata) -> None:
+        if self.image_encoder is None:
+            return
+        width = self.image_encoder.config.hidden_size
+        if width != metadata.clip_encoder.hidden_size or width != metadata.projection.clip_dim:
+            raise AdapterError(
+                f"the adapter expects the CLIP image encoder {metadata.clip_encoder.describe()}, but the pipeline's "
+                f"image encoder has width {width} ({getattr(self.image_encoder.config, '_name_or_path', '?')}); "
+                "pass the matching image_encoder to load_adapter"
+            )
+
+    @staticmethod
+    def _check_face_analyzer(metadata: AdapterMetadata, analyzer) -> None:
+        from ..faces.base import check_compatible
+
+        check_compatible(metadata.face_encoder, analyzer.info)
+
+    # ------------------------------------------------------------------ identity
+    def _load_image(self, image: ImageInput) -> PIL.Image.Image:
+        from ..faces.image_io import load_image
+
+        return load_image(image)
+
+    @torch.no_grad()
+    def encode_identity(
+        self,
+        id_images: ImageInput | Sequence[ImageInput] | None = None,
+        face_embeds: np.ndarray | torch.Tensor | None = None,
+        id_features: IdentityFeatures | None = None,
+        face_index: int | None = None,
+        multi_image: MultiImageMode = "concat",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ID tokens ``(cond, uncond)``, each ``(1, tokens, cross_attention_dim)``.
+
+        Give reference photos (with a face analyzer set, faces are detected, aligned and embedded), or photos
+        that are already aligned face crops together with their ``face_embeds`` (one row per photo), or cached
+        ``id_features``. Several photos of one person are merged by ``multi_image``.
+        """
+        encoder = self.identity_encoder
+        if id_features is None:
+            if id_images is None:
+                raise ValueError(
+                    "Infinite-ID needs the reference photo: its CLIP branch reads the face crop. Pass id_images "
+                    "(with face_embeds when no face analyzer is set), id_features or id_tokens"
+                )
+            images = list(id_images) if isinstance(id_images, (list, tuple)) else [id_images]
+            if face_embeds is None:
+                if self.face_analyzer is None:
+                    raise ValueError(
+                        "no face analyzer is set: call pipe.set_face_analyzer(get_face_analyzer(...)) or pass "
+                        "face_embeds computed by the adapter's face encoder"
+                    )
+                crops, embeds = [], []
+                for image in images:
+                    found = self.face_analyzer.identity(image, face_index=face_index)
+                    crops.append(found.clip_crop)
+                    embeds.append(torch.as_tensor(np.asarray(found.embedding, dtype=np.float32)))
+                face = torch.stack(embeds)
+            else:
+                crops = [self._load_image(image) for image in images]
+                face = torch.as_tensor(np.asarray(face_embeds, dtype=np.float32)).reshape(len(crops), -1)
+            id_features = encoder.features(crops, face)
+        expected = self.adapter_metadata.face_encoder.dim
+        if id_features.face_embeds.shape[-1] != expected:
+            raise AdapterError(
+                f"face embedding has {id_features.face_embeds.shape[-1]} dimensions but the adapter was trained on "
+                f"{self.adapter_metadata.face_encoder.describe()}: use that face encoder"
+            )
+        self.image_proj.to(device=self._execution_device)
+        cond = combine_tokens(encoder.tokens(id_features), multi_image)
+        uncond = combine_tokens(encoder.tokens(encoder.unconditional_features(len(id_features))), multi_image)
+        return cond, uncond
+
+    # ------------------------------------------------------------------ family hooks
+    def _encode_text(
+        self, prompt, negative_prompt, device, num_images_per_prompt: int, do_cfg: bool, height: int, width: int
+    ) -> _TextConditioning:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ sampling
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.vae
+        needs_upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        if needs_upcast:
+            vae.to(dtype=torch.float32)
+        latents = latents.to(dtype=next(vae.post_quant_conv.parameters()).dtype)
+        mean = getattr(vae.config, "latents_mean", None)
+        std = getattr(vae.config, "latents_std", None)
+        if mean is not None and std is not None:
+            c = latents.shape[1]
+            mean_t = torch.tensor(mean).view(1, c, 1, 1).to(latents)
+            std_t = torch.tensor(std).view(1, c, 1, 1).to(latents)
+            latents = latents * std_t / vae.config.scaling_factor + mean_t
+        else:
+            latents = latents / vae.config.scaling_factor
+        image = vae.decode(latents, return_dict=False)[0]
+        if needs_upcast:
+            vae.to(dtype=torch.float16)
+        return image
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        *,
+        id_images: ImageInput | Sequence[ImageInput] | None = None,
+        face_embeds: np.ndarray | torch.Tensor | None = None,
+        id_features: IdentityFeatures | None = None,
+        id_tokens: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
+        face_index: int | None = None,
+        multi_image: MultiImageMode = "concat",
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 30,
+        timesteps: list[int] | None = None,
+        guidance_scale: float = 5.0,
+        id_scale: float = 1.0,
+        adain: AdaINArg = "auto",
+        self_attention: SelfAttentionMode = "mixed",
+        mixed_attention_window: tuple[float, float] = (0.0, 1.0),
+        id_window: tuple[float, float] = (0.0, 1.0),
+        return_text_stream: bool = False,
+        num_images_per_prompt: int = 1,
+        eta: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ) -> InfiniteIDPipelineOutput | tuple:
+        """Generate the reference person as the prompt describes.
+
+        Identity input, one of: ``id_images`` (photos; with ``face_embeds`` when they are already aligned crops
+        and no face analyzer is set), ``id_features`` (cached encoder outputs) or ``id_tokens`` (``cond`` or
+        ``(cond, uncond)``, each ``(1, tokens, dim)``).
+
+        Method controls: ``id_scale`` weighs the image cross-attention; ``adain`` is ``"auto"`` (AdaIN-mean when
+        the prompt names a style), ``True``/``"mean"``, ``False``/``"off"`` or ``"full"`` (ablation);
+        ``self_attention`` is ``"mixed"`` (the paper), ``"mutual"`` or ``"independent"`` (ablations); the windows
+        are ``(start, end)`` fractions of the denoising steps during which mixed attention / ID injection act.
+        ``return_text_stream`` also returns the text stream's images (``text_images``).
+        """
+        if self.image_proj is None and id_tokens is None:
+            raise RuntimeError("no Infinite-ID adapter: call load_adapter(...) first")
+        if self_attention not in ("mixed", "mutual", "independent"):
+            raise ValueError(f"self_attention must be 'mixed', 'mutual' or 'independent', got {self_attention!r}")
+        if num_inference_steps < 1:
+            raise ValueError("num_inference_steps must be >= 1")
+        mixed_attention_window = _check_window("mixed_attention_window", mixed_attention_window)
+        id_window = _check_window("id_window", id_window)
+        if not is_installed(self.unet):
+            raise RuntimeError("the UNet has no Infinite-ID processors: call load_adapter(...) first")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        adain_mode = _resolve_adain(adain, prompts)
+        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(f"callback tensor inputs {unknown} are not in {self._callback_tensor_inputs}")
+
+        default = self.unet.config.sample_size * self.vae_scale_factor
+        height, width = height or default, width or default
+        if height % self.vae_scale_factor or width % self.vae_scale_factor:
+            raise ValueError(f"height and width must be multiples of {self.vae_scale_factor}, got {height}x{width}")
+        device = self._execution_device
+        do_cfg = guidance_scale > 1.0 and self.unet.config.time_cond_proj_dim is None
+        batch = len(prompts) * num_images_per_prompt
+        if generator is None:
+            generator = torch.Generator().manual_seed(random.randrange(2**63))
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(f"got {len(generator)} generators for {batch} images")
+
+        # 1. Identity tokens, rows aligned with the identity stream: [uncond x batch, cond x batch].
+        if id_tokens is None:
+            cond, uncond = self.encode_identity(id_images, face_embeds, id_features, face_index, multi_image)
+        elif isinstance(id_tokens, tuple):
+            cond, uncond = id_tokens
+        elif do_cfg:
+            raise ValueError("with guidance (guidance_scale > 1), pass id_tokens as a (cond, uncond) pair")
+        else:
+            cond, uncond = id_tokens, None
+        unet_dtype = self.unet.dtype
+        cond = cond.to(device=device, dtype=unet_dtype).expand(batch, -1, -1)
+        id_rows_tokens = cond
+        if do_cfg:
+            id_rows_tokens = torch.cat([uncond.to(device=device, dtype=unet_dtype).expand(batch, -1, -1), cond])
+
+        # 2. Text conditioning, shared by both streams.
+        text = self._encode_text(prompts, negative_prompt, device, num_images_per_prompt, do_cfg, height, width)
+
+        # 3. Timesteps; one scheduler per stream so each keeps its own multistep history.
+        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps)
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(0)
+        id_scheduler = copy.deepcopy(self.scheduler)
+
+        # 4. The same initial noise for both streams.
+        latents = self.prepare_latents(
+            batch, self.unet.config.in_channels, height, width, text.embeds.dtype, device, generator, latents
+        )
+        text_latents = latents.clone()
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+
+        uses_text_stream = self_attention != "independent" or return_text_stream
+        streams = 2 if uses_text_stream else 1
+        rows_per_stream = text.embeds.shape[0]
+        embeds = text.embeds.repeat(streams, 1, 1)
+        added = None if text.added is None else {k: v.repeat(streams, 1) for k, v in text.added.items()}
+        user_kwargs = dict(cross_attention_kwargs or {})
+
+        self._num_timesteps = len(timesteps)
+        self._interrupt = False
+        num_warmup = max(len(timesteps) - num_inference_steps * self.scheduler.order, 0)
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self._interrupt:
+                    break
+                mixed_now = _window_active(mixed_attention_window, i, num_inference_steps)
+                state = InfiniteIDAttentionState(
+                    text_rows=rows_per_stream if uses_text_stream else 0,
+                    id_tokens=id_rows_tokens,
+                    id_scale=id_scale if _window_active(id_window, i, num_inference_steps) else 0.0,
+                    self_attention=self_attention if mixed_now else "independent",
+                    adain=adain_mode,
+                )
+                per_stream = [text_latents, latents] if uses_text_stream else [latents]
+                model_input = torch.cat([x for x in per_stream for _ in range(2 if do_cfg else 1)])
+                model_input = self.scheduler.scale_model_input(model_input, t)
+                noise = self.unet(
+                    model_input,
+                    t,
+                    encoder_hidden_states=embeds,
+                    added_cond_kwargs=added,
+                    cross_attention_kwargs={**user_kwargs, "infinite_id": state},
+                    return_dict=False,
+                )[0]
+                guided = []
+                for chunk in noise.chunk(streams):
+                    if do_cfg:
+                        uncond_pred, cond_pred = chunk.chunk(2)
+                        chunk = uncond_pred + guidance_scale * (cond_pred - uncond_pred)
+                    guided.append(chunk)
+
+                # Step each stream with the same random draws (stochastic samplers stay in lock-step).
+                rng_states = [g.get_state() for g in _generators(generator)]
+                if uses_text_stream:
+                    text_latents = self.scheduler.step(
+                        guided[0], t, text_latents, **extra_step_kwargs, return_dict=False
+                    )[0]
+                    for g, s in zip(_generators(generator), rng_states, strict=True):
+                        g.set_state(s)
+                latents = id_scheduler.step(guided[-1], t, latents, **extra_step_kwargs, return_dict=False)[0]
+
+                if callback_on_step_end is not None:
+                    local = {"latents": latents, "text_latents": text_latents, "prompt_embeds": text.embeds}
+                    outputs = callback_on_step_end(
+                        self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs}
+                    )
+                    latents = outputs.pop("latents", latents)
+                    text_latents = outputs.pop("text_latents", text_latents)
+                if i == len(timesteps) - 1 or ((i + 1) > num_warmup and (i + 1) % self.scheduler.order == 0):
+                    progress_bar.update()
+
+        images, text_images, nsfw = self._finish(latents, text_latents if return_text_stream else None, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images, text_images)
+        return InfiniteIDPipelineOutput(images=images, text_images=text_images, nsfw_content_detected=nsfw)
+
+    def _finish(self, latents, text_latents, output_type: str):
+        if output_type == "latent":
+            return latents, text_latents, None
+        both = latents if text_latents is None else torch.cat([latents, text_latents])
+        decoded = self._decode(both)
+        nsfw = None
+        if getattr(self, "safety_checker", None) is not None:
+            decoded, nsfw = self.run_safety_checker(decoded, self._execution_device, latents.dtype)
+        if getattr(self, "watermark", None) is not None:
+            decoded = self.watermark.apply_watermark(decoded)
+        pictures = self.image_processor.postprocess(decoded, output_type=output_type)
+        n = latents.shape[0]
+        return pictures[:n], (pictures[n:] if text_latents is not None else None), nsfw
+
+
+class InfiniteIDStableDiffusionXLPipeline(InfiniteIDPipeline, StableDiffusionXLPipeline):
+    """Infinite-ID on Stable Diffusion XL (the paper's base model)."""
+
+    def _encode_text(self, prompt, negative_prompt, device, num_images_per_prompt, do_cfg, height, width):
+        embeds, neg_embeds, pooled, neg_pooled = self.encode_prompt(
+            prompt=prompt,
+            device=device,
+            num_images_per_prompt=num_images_per_prompt,
+            do_classifier_free_guidance=do_cfg,
+            negative_prompt=negative_prompt,
+        )
+        projection_dim = (
+            int(pooled.shape[-1]) if self.text_encoder_2 is None else self.text_encoder_2.config.projection_dim
+        )
+        time_ids = self._get_add_time_ids(
+            (height, width), (0, 0), (height, width), dtype=embeds.dtype, text_encoder_projection_dim=projection_dim
+        ).to(device)
+        time_ids = time_ids.repeat(embeds.shape[0], 1)
+        if do_cfg:
+            embeds = torch.cat([neg_embeds, embeds])
+            pooled = torch.cat([neg_pooled, pooled])
+            time_ids = torch.cat([time_ids, time_ids])
+        return _TextConditioning(embeds.to(device), {"text_embeds": pooled.to(device), "time_ids": time_ids})
+
+
+class InfiniteIDStableDiffusionPipeline(InfiniteIDPipeline, StableDiffusionPipeline):
+    """Infinite-ID on Stable Diffusion 1.x / 2.x."""
+
+    def _encode_text(self, prompt, negative_prompt, device, num_images_per_prompt, do_cfg, height, width):
+        embeds, neg_embeds = self.encode_prompt(
+            prompt, device, num_images_per_prompt, do_cfg, negative_prompt=negative_prompt
+        )
+        if do_cfg:
+            embeds = torch.cat([neg_embeds, embeds])
+        return _TextConditioning(embeds, None)

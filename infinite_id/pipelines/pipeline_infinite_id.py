@@ -103,6 +103,21 @@ def _check_window(name: str, window: tuple[float, float]) -> tuple[float, float]
     return start, end
 
 
+def _check_local_model_folder(name_or_path: str | os.PathLike) -> None:
+    """A path that looks local must be a diffusers folder; say so instead of trying the hub."""
+    path = Path(name_or_path).expanduser()
+    looks_local = path.is_absolute() or str(name_or_path).startswith((".", "~")) or path.exists()
+    if not looks_local:
+        return
+    if not path.is_dir():
+        raise FileNotFoundError(f"base model folder {path} does not exist")
+    if not (path / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is not a diffusers model folder (no model_index.json); a single-file checkpoint can be converted "
+            "with diffusers' StableDiffusionXLPipeline.from_single_file(...).save_pretrained(folder)"
+        )
+
+
 def _generators(generator) -> list[torch.Generator]:
     return list(generator) if isinstance(generator, list) else [generator]
 
@@ -120,18 +135,10 @@ class InfiniteIDPipeline:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
         """Load a base model (hub id or local diffusers folder) into the matching Infinite-ID pipeline."""
+        _check_local_model_folder(pretrained_model_name_or_path)
         if cls is InfiniteIDPipeline:
             target = cls.pipeline_class_for(pretrained_model_name_or_path, **kwargs)
             return target.from_pretrained(pretrained_model_name_or_path, **kwargs)
-        path = Path(pretrained_model_name_or_path)
-        if path.is_absolute() or str(pretrained_model_name_or_path).startswith((".", "~")) or path.exists():
-            if not path.expanduser().is_dir():
-                raise FileNotFoundError(f"base model folder {path} does not exist")
-            if not (path.expanduser() / "model_index.json").is_file():
-                raise FileNotFoundError(
-                    f"{path} is not a diffusers model folder (no model_index.json); single-file checkpoints can be "
-                    "converted with diffusers' StableDiffusionXLPipeline.from_single_file(...).save_pretrained(dir)"
-                )
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @staticmethod
@@ -478,6 +485,8 @@ class InfiniteIDPipeline:
         if not is_installed(self.unet):
             raise RuntimeError("the UNet has no Infinite-ID processors: call load_adapter(...) first")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if isinstance(negative_prompt, str):
+            negative_prompt = [negative_prompt] * len(prompts)
         adain_mode = _resolve_adain(adain, prompts)
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]

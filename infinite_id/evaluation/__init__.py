@@ -1,0 +1,45 @@
+"""Evaluation of Infinite-ID and its ablations: the paper's metrics, prompt sets, a resumable runner, reports.
+
+See ``docs/evaluation.md``; the command line is ``infinite-id eval``.
+"""
+
+from .methods import DEFAULT_METHODS, METHODS, Method, resolve_methods
+from .metrics import (
+    ClipScorer,
+    DinoScorer,
+    FaceScore,
+    FaceSimilarity,
+    NoReferenceFaceError,
+    choose_face_backend,
+    cosine_matrix,
+    summarize_face_scores,
+)
+from .prompts import BUILTIN_PROMPT_SETS, PromptSet, load_prompt_file, resolve_prompt_sets
+from .report import write_report
+from .runner import EvalSettings, EvaluationRunner, Identity, ResumeMismatchError, load_identities, read_records
+
+__all__ = [
+    "BUILTIN_PROMPT_SETS",
+    "DEFAULT_METHODS",
+    "METHODS",
+    "ClipScorer",
+    "DinoScorer",
+    "EvalSettings",
+    "EvaluationRunner",
+    "FaceScore",
+    "FaceSimilarity",
+    "Identity",
+    "Method",
+    "NoReferenceFaceError",
+    "PromptSet",
+    "ResumeMismatchError",
+    "choose_face_backend",
+    "cosine_matrix",
+    "load_identities",
+    "load_prompt_file",
+    "read_records",
+    "resolve_methods",
+    "resolve_prompt_sets",
+    "summarize_face_scores",
+    "write_report",
+]

@@ -170,7 +170,7 @@ class FaceAnalyzer(abc.ABC):
     """
 
     #: Default smallest face (short side of the box, in pixels) that :meth:`identity` accepts.
-    default_min_face_size: float = 40.0
+    default_min_face_size: float = 32.0
 
     def __init__(self, min_face_size: float | None = None, max_side: int = DEFAULT_MAX_SIDE) -> None:
         self.min_face_size = self.default_min_face_size if min_face_size is None else float(min_face_size)

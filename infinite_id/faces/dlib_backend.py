@@ -85,6 +85,8 @@ class DlibFaceAnalyzer(FaceAnalyzer):
         max_side: int = DEFAULT_MAX_SIDE,
     ) -> None:
         super().__init__(min_face_size=min_face_size, max_side=max_side)
+        if detector not in ("hog", "cnn"):
+            raise ValueError(f"Unknown dlib detector {detector!r}; use 'hog' or 'cnn'.")
         try:
             import dlib
         except ImportError as exc:
@@ -92,12 +94,10 @@ class DlibFaceAnalyzer(FaceAnalyzer):
         folder = find_dlib_models(model_dir)
         if detector == "hog":
             self._detector = dlib.get_frontal_face_detector()
-        elif detector == "cnn":
+        else:
             if not (folder / CNN_DETECTOR_FILE).is_file():
                 raise BackendUnavailableError(f"The CNN detector needs {CNN_DETECTOR_FILE} in {folder}.")
             self._detector = dlib.cnn_face_detection_model_v1(str(folder / CNN_DETECTOR_FILE))
-        else:
-            raise ValueError(f"Unknown dlib detector {detector!r}; use 'hog' or 'cnn'.")
         self.detector_kind = detector
         self.upsample = int(upsample)
         self.num_jitters = int(num_jitters)

@@ -13,6 +13,7 @@ app = typer.Typer(
 
 # Sub-commands register themselves on import (one line per module below).
 from . import faces as _faces  # noqa: F401,E402
+from . import train as _train  # noqa: F401,E402
 
 
 def main() -> None:

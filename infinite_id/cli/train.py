@@ -1,0 +1,105 @@
+"""``infinite-id train-prepare`` (cache face embeddings and crops) and ``infinite-id train`` (train an adapter)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from . import app
+
+
+@app.command(
+    "train",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def train_command(
+    ctx: typer.Context,
+    config: Path = typer.Argument(
+        ..., help="Training config (.yaml or .toml); see configs/sd15.yaml, configs/sdxl.yaml."
+    ),
+) -> None:
+    """Train an Infinite-ID adapter. Override any config key with --section.key=value (e.g. --train.max_steps=100).
+
+    Multi-GPU / multi-node: accelerate launch ACCELERATE_OPTIONS -m infinite_id.train CONFIG (docs/training.md).
+    """
+    from ..training import ConfigError, load_config, train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(config, ctx.args)
+    except ConfigError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    result = train(cfg)
+    if result.adapter_path is not None:
+        typer.echo(f"adapter: {result.adapter_path}")
+
+
+@app.command("train-prepare")
+def train_prepare_command(
+    source: Path = typer.Argument(..., help="A folder per identity, or a .jsonl manifest (docs/training.md)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Cache folder to write."),
+    backend: str = typer.Option(
+        "auto", help="Face backend for photos without a precomputed embedding: auto, insightface, dlib, or none."
+    ),
+    model: str = typer.Option(None, help="Face model of the backend (e.g. buffalo_s)."),
+    precomputed_encoder: str = typer.Option(
+        None,
+        help="BACKEND/MODEL that produced the precomputed embeddings in the source (required with --backend none).",
+    ),
+    crop_size: int = typer.Option(224, help="Side of the stored aligned face crops."),
+    overwrite: bool = typer.Option(False, help="Replace an existing cache."),
+) -> None:
+    """Run the face models once: cache every photo's face embedding and aligned crop; skip and report bad entries."""
+    from ..training.preprocess import prepare_cache
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    analyzer = None
+    if backend != "none":
+        from ..faces import get_face_analyzer
+
+        analyzer = get_face_analyzer(backend, **({"model": model} if model else {}))
+    face_encoder = None
+    if precomputed_encoder:
+        from ..faces.base import FaceEncoderInfo
+
+        if "/" not in precomputed_encoder:
+            raise typer.BadParameter("use BACKEND/MODEL, e.g. world/renderer", param_hint="--precomputed-encoder")
+        name, model_name = precomputed_encoder.split("/", 1)
+        dim = _first_embedding_dim(source)
+        if dim is None:
+            raise typer.BadParameter(f"{source} lists no precomputed embedding", param_hint="--precomputed-encoder")
+        face_encoder = FaceEncoderInfo(name, model_name, dim)
+    if analyzer is None and face_encoder is None:
+        raise typer.BadParameter("--backend none needs --precomputed-encoder BACKEND/MODEL")
+    try:
+        report = prepare_cache(
+            source,
+            out,
+            analyzer=analyzer,
+            face_encoder=face_encoder,
+            crop_size=crop_size,
+            overwrite=overwrite,
+            progress=True,
+        )
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(report.summary())
+
+
+def _first_embedding_dim(source: Path) -> int | None:
+    import numpy as np
+
+    from ..training.data import iter_source
+    from ..training.preprocess import _check_embedding
+
+    for entry in iter_source(source):
+        if entry.embedding is not None and not entry.problem:
+            try:
+                return int(np.asarray(_check_embedding(entry.embedding, entry.where)).shape[0])
+            except (OSError, ValueError):
+                continue
+    return None

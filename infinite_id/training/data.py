@@ -1,0 +1,336 @@
+"""Training data: sources (folder per identity, JSONL manifest), the preprocessed cache, and the pair dataset.
+
+Source layouts (``infinite-id train-prepare`` reads either):
+
+* folder per identity: ``ROOT/<identity>/<photo>.{jpg,jpeg,png,webp}``, with an optional caption in
+  ``<photo>.txt`` and an optional precomputed face embedding in ``<photo>.npy``;
+* JSONL manifest, one object per line: ``{"identity": ..., "image": ..., "caption": ...}``; relative image
+  paths are relative to the manifest. Optional keys: ``"embedding"`` (a list of floats or a ``.npy`` path: a
+  precomputed face embedding), ``"crop"`` (an aligned face crop to use with it) and ``"face_index"``.
+
+The cache (written once by :mod:`infinite_id.training.preprocess`) holds every usable photo's face embedding
+and aligned face crop, so face models never run in the training loop. :class:`IdentityPairDataset` reads it and
+yields (reference, target) pairs: different photos of the same identity (the paper), or the same photo for
+identities that only have one (counted and logged), or always the same photo in ``joint`` mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from safetensors.torch import load_file
+
+from .config import TrainingMode
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = "infinite-id-train-cache"
+CACHE_VERSION = 1
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+__all__ = [
+    "CacheEntry",
+    "EpochSampler",
+    "IdentityPairDataset",
+    "SourceEntry",
+    "TrainCache",
+    "collate_pairs",
+    "iter_source",
+]
+
+
+@dataclass
+class SourceEntry:
+    """One photo as listed by a data source, before preprocessing. ``problem`` marks an unusable listing."""
+
+    identity: str
+    image: str
+    caption: str = ""
+    embedding: Any = None
+    crop: str | None = None
+    face_index: int | None = None
+    where: str = ""
+    problem: str | None = None
+
+
+def _iter_folder(root: Path) -> Iterator[SourceEntry]:
+    for identity_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for image in sorted(p for p in identity_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            caption_file = image.with_suffix(".txt")
+            caption = caption_file.read_text(encoding="utf-8").strip() if caption_file.is_file() else ""
+            embedding_file = image.with_suffix(".npy")
+            yield SourceEntry(
+                identity=identity_dir.name,
+                image=str(image),
+                caption=caption,
+                embedding=str(embedding_file) if embedding_file.is_file() else None,
+                where=str(image),
+            )
+
+
+def _iter_manifest(path: Path) -> Iterator[SourceEntry]:
+    base = path.parent
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            where = f"{path}:{line_no}"
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield SourceEntry("", "", where=where, problem=f"invalid JSON: {exc}")
+                continue
+            if not isinstance(record, dict) or "identity" not in record or "image" not in record:
+                yield SourceEntry("", "", where=where, problem='a manifest line needs "identity" and "image"')
+                continue
+
+            def resolve(p):
+                return str(p if Path(p).is_absolute() else base / p)
+
+            embedding = record.get("embedding")
+            if isinstance(embedding, str):
+                embedding = resolve(embedding)
+            crop = record.get("crop")
+            yield SourceEntry(
+                identity=str(record["identity"]),
+                image=resolve(str(record["image"])),
+                caption=str(record.get("caption") or ""),
+                embedding=embedding,
+                crop=resolve(crop) if crop else None,
+                face_index=record.get("face_index"),
+                where=where,
+            )
+
+
+def iter_source(source: str | Path) -> Iterator[SourceEntry]:
+    """The photos listed by a folder-per-identity tree or a ``.jsonl`` manifest."""
+    source = Path(source)
+    if source.is_dir():
+        yield from _iter_folder(source)
+    elif source.is_file() and source.suffix in (".jsonl", ".json"):
+        yield from _iter_manifest(source)
+    else:
+        raise FileNotFoundError(
+            f"{source} is neither a folder of identity folders nor a .jsonl manifest; see docs/training.md"
+        )
+
+
+@dataclass
+class CacheEntry:
+    """One usable photo in the cache."""
+
+    index: int
+    identity: str
+    image: str
+    caption: str
+    crop: str
+    width: int
+    height: int
+
+
+@dataclass
+class TrainCache:
+    """The preprocessed training set: entries, their face embeddings and crops, and what was skipped."""
+
+    root: Path
+    entries: list[CacheEntry]
+    face_embeds: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, root: str | Path) -> TrainCache:
+        root = Path(root)
+        meta_file = root / "cache.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(
+                f"{root} is not a training cache (no cache.json): run `infinite-id train-prepare SOURCE --out {root}`"
+            )
+        info = json.loads(meta_file.read_text(encoding="utf-8"))
+        if info.get("format") != CACHE_FORMAT:
+            raise ValueError(f"{meta_file} is not an Infinite-ID training cache")
+        if int(info.get("version", 0)) > CACHE_VERSION:
+            raise ValueError(f"{root}: cache version {info['version']} is newer than this library; upgrade")
+        entries = []
+        with (root / "entries.jsonl").open(encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    entries.append(CacheEntry(**json.loads(line)))
+        face_embeds = load_file(str(root / "embeddings.safetensors"))["face_embeds"]
+        if face_embeds.shape[0] != len(entries):
+            raise ValueError(f"{root}: {len(entries)} entries but {face_embeds.shape[0]} embeddings (damaged cache)")
+        if not entries:
+            raise ValueError(f"{root} holds no usable photos; see {root / 'skipped.jsonl'}")
+        return cls(root=root, entries=entries, face_embeds=face_embeds, info=info)
+
+    @property
+    def face_dim(self) -> int:
+        return int(self.face_embeds.shape[1])
+
+    def crop_path(self, entry: CacheEntry) -> Path:
+        return self.root / entry.crop
+
+
+def _stable_seed(*parts: Any) -> int:
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A seeded shuffle per epoch that yields ``(epoch, index)`` keys.
+
+    The epoch travels with every key, so the dataset's per-sample randomness (reference choice, condition
+    dropout, flips) depends only on ``(seed, epoch, index)``: identical in every worker, process and resumed run.
+    """
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+        self.size = size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(_stable_seed(self.seed, self.epoch) % (2**63))
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        return iter([(self.epoch, i) for i in order])
+
+
+def _fit_square(image: Image.Image, resolution: int, center_crop: bool, rng: random.Random):
+    """Resize the short side to ``resolution`` and crop a square; return the crop and its top-left corner."""
+    w, h = image.size
+    scale = resolution / min(w, h)
+    nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+    image = image.resize((nw, nh), Image.Resampling.BICUBIC)
+    if center_crop:
+        top, left = (nh - resolution) // 2, (nw - resolution) // 2
+    else:
+        top, left = rng.randint(0, nh - resolution), rng.randint(0, nw - resolution)
+    return image.crop((left, top, left + resolution, top + resolution)), (top, left)
+
+
+class IdentityPairDataset(torch.utils.data.Dataset):
+    """(reference, target) pairs from a :class:`TrainCache`; keys are ``(epoch, index)`` (see :class:`EpochSampler`).
+
+    Item: ``pixel_values`` (target, ``[-1, 1]``), ``ref_pixel_values`` (the reference's aligned face crop through
+    the CLIP image processor), ``face_embeds``, ``caption``, ``original_size``/``crop_top_left`` (SDXL time ids),
+    ``id_dropped`` and ``same_photo`` flags. A dropped ID condition is the "no identity" input used at inference
+    (zero face vector, all-zero CLIP pixels); a dropped caption is the empty prompt.
+    """
+
+    def __init__(
+        self,
+        cache: TrainCache,
+        feature_extractor,
+        mode: TrainingMode,
+        resolution: int,
+        seed: int,
+        center_crop: bool = True,
+        random_flip: bool = False,
+        id_dropout: float = 0.0,
+        text_dropout: float = 0.0,
+    ) -> None:
+        self.cache = cache
+        self.feature_extractor = feature_extractor
+        self.mode = mode
+        self.resolution = resolution
+        self.seed = seed
+        self.center_crop = center_crop
+        self.random_flip = random_flip
+        self.id_dropout = id_dropout
+        self.text_dropout = text_dropout if mode == "joint" else 0.0
+        by_identity: dict[str, list[int]] = {}
+        for i, entry in enumerate(cache.entries):
+            by_identity.setdefault(entry.identity, []).append(i)
+        self.by_identity = by_identity
+        singles = [k for k, v in by_identity.items() if len(v) == 1]
+        self.single_photo_identities = len(singles)
+        if mode == "identity-enhanced" and singles:
+            logger.warning(
+                "%d of %d identities have a single photo: their %d samples use the same photo as reference and "
+                "target (the paper pairs different photos of one person)",
+                len(singles),
+                len(by_identity),
+                len(singles),
+            )
+        size = feature_extractor.crop_size
+        self.clip_size = (size, size) if isinstance(size, int) else (int(size["height"]), int(size["width"]))
+
+    def __len__(self) -> int:
+        return len(self.cache.entries)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "photos": len(self.cache.entries),
+            "identities": len(self.by_identity),
+            "single_photo_identities": self.single_photo_identities,
+        }
+
+    def reference_index(self, index: int, rng: random.Random) -> int:
+        if self.mode == "joint":
+            return index
+        candidates = self.by_identity[self.cache.entries[index].identity]
+        if len(candidates) == 1:
+            return index
+        choice = rng.randrange(len(candidates) - 1)
+        others = [c for c in candidates if c != index]
+        return others[choice]
+
+    def __getitem__(self, key) -> dict[str, Any]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        rng = random.Random(_stable_seed(self.seed, epoch, index))
+        entry = self.cache.entries[index]
+        ref = self.reference_index(index, rng)
+        id_dropped = rng.random() < self.id_dropout
+        text_dropped = rng.random() < self.text_dropout
+        flip = self.random_flip and rng.random() < 0.5
+
+        with Image.open(entry.image) as img:
+            image = ImageOps.exif_transpose(img).convert("RGB")
+        original_size = (image.height, image.width)
+        image, crop_top_left = _fit_square(image, self.resolution, self.center_crop, rng)
+        if flip:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
+
+        if id_dropped:
+            ref_pixels = torch.zeros(3, *self.clip_size)
+            face = torch.zeros(self.cache.face_dim)
+        else:
+            with Image.open(self.cache.crop_path(self.cache.entries[ref])) as crop:
+                crop = crop.convert("RGB")
+            ref_pixels = self.feature_extractor(images=crop, return_tensors="pt").pixel_values[0]
+            face = self.cache.face_embeds[ref].float()
+        return {
+            "pixel_values": pixels.contiguous(),
+            "ref_pixel_values": ref_pixels,
+            "face_embeds": face,
+            "caption": "" if text_dropped or self.mode != "joint" else entry.caption,
+            "original_size": torch.tensor(original_size),
+            "crop_top_left": torch.tensor(crop_top_left),
+            "id_dropped": torch.tensor(id_dropped),
+            "same_photo": torch.tensor(ref == index),
+        }
+
+
+def collate_pairs(items: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {k: torch.stack([it[k] for it in items]) for k in items[0] if k != "caption"}
+    out["caption"] = [it["caption"] for it in items]
+    return out

@@ -112,3 +112,12 @@ def images():
 def pixel_analyzer():
     """``pixel_analyzer(info, seed)`` builds a :class:`PixelFaceAnalyzer`."""
     return PixelFaceAnalyzer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and CI's two cores are shared with other work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -34,7 +34,7 @@ MODEL_NAME = "dlib_face_recognition_resnet_model_v1"
 
 #: Where dlib's left eye centre, right eye centre and nose base sit on the 112 px ArcFace template (mean over
 #: 52 faces of the package photos and their mirror images, aligned by SCRFD keypoints).
-DLIB_POINTS_ON_ARCFACE_TEMPLATE_112 = np.array([[35.8, 53.7], [70.8, 53.3], [53.6, 81.7]])
+DLIB_POINTS_ON_ARCFACE_TEMPLATE_112 = np.array([[35.8, 53.9], [70.8, 53.5], [53.7, 81.7]])
 
 INSTALL_HINT = "pip install dlib-bin face_recognition_models  (or: pip install 'infinite-id[faces]')"
 

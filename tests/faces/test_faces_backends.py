@@ -173,3 +173,13 @@ def test_embed_accepts_faces_from_elsewhere(analyzer, yaoming):
     face = analyzer.detect(yaoming)[0]
     moved = DetectedFace(box=face.box, keypoints=face.keypoints + 0.5, score=0.0)
     assert float(analyzer.embed(yaoming, moved) @ analyzer.embed(yaoming, face)) > 0.95
+
+
+def test_dlib_cnn_detector(dlib_analyzer, yaoming):
+    from infinite_id.faces import get_face_analyzer
+
+    cnn = get_face_analyzer("dlib", detector="cnn")
+    faces = cnn.detect(yaoming)
+    assert len(faces) == 1
+    hog_face = dlib_analyzer.detect(yaoming)[0]
+    assert float(cnn.embed(yaoming, faces[0]) @ dlib_analyzer.embed(yaoming, hog_face)) > 0.97

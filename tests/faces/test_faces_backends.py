@@ -92,10 +92,12 @@ def test_alignment_crops_have_the_size_and_keypoints_where_expected(analyzer, ya
     assert error.max() < 0.05 * 224, error
 
 
-def test_largest_face_by_default_and_face_index(analyzer, group_t1):
+def test_largest_face_by_default_and_face_index(analyzer, group_t1, caplog):
     faces = analyzer.detect(group_t1)
-    default = analyzer.identity(group_t1)
+    with caplog.at_level("INFO", logger="infinite_id.faces.base"):
+        default = analyzer.identity(group_t1)
     assert default.face.box == faces[0].box
+    assert "6 faces in" in caplog.text and "using the largest (#0)" in caplog.text and "#5: " in caplog.text
     second = analyzer.identity(group_t1, face_index=1)
     assert second.face.box == faces[1].box
     assert float(second.embedding @ default.embedding) < 0.95

@@ -141,3 +141,13 @@ def test_no_warning_for_identical_info():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_compatible(ARC, FaceEncoderInfo.from_dict(ARC.to_dict()))
+
+
+def test_importing_the_package_loads_no_backend():
+    import subprocess
+    import sys
+
+    heavy = "('insightface', 'dlib', 'onnxruntime', 'cv2')"
+    code = f"import sys, infinite_id.faces; print(sorted(m for m in {heavy} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,105 @@
+"""Captions follow the paper's prompt shapes, and parsing a caption recovers exactly what it names."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from infinite_id.world.captions import MENTIONABLE, caption, parse_prompt, sample_mentions
+from infinite_id.world.factors import GENDERS, Semantics
+
+
+def _captions(semantics, gender, mention, n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    return {caption(semantics, gender, rng, mention) for _ in range(n)}
+
+
+def test_paper_raw_photo_prompt_shape():
+    semantics = Semantics(background="beach", clothing="sweater", clothing_colour="yellow", style="photo")
+    mention = {"gender", "clothing", "clothing_colour", "background", "style"}
+    texts = _captions(semantics, "man", mention)
+    assert "a photo of a man wearing a yellow sweater, on the beach" in texts
+    shape = re.compile(r"^an? [\w ]+ of an? \w+ wearing an? [\w -]+, [\w ]+$")
+    assert all(shape.match(t) for t in texts)
+
+
+def test_paper_style_prompt_shape():
+    texts = _captions(Semantics(style="watercolor"), "woman", {"gender", "style"})
+    assert "a woman in watercolor painting style" in texts
+    assert "a watercolor painting of a woman" in texts
+    oil = _captions(Semantics(style="oil painting"), "man", {"gender", "style"})
+    assert "a man in oil painting style" in oil
+    cartoon = _captions(Semantics(style="cartoon"), "woman", {"gender", "style"})
+    assert "a woman in Disney cartoon style" in cartoon
+
+
+def test_synonyms_vary_the_wording():
+    semantics = Semantics(background="forest", clothing="hoodie", clothing_colour="gray", accessory="hat")
+    texts = _captions(semantics, "man", set(MENTIONABLE), n=400)
+    assert len(texts) > 50
+    assert any("grey" in t for t in texts) and any("gray" in t for t in texts)
+    assert any("woods" in t for t in texts) and any("forest" in t for t in texts)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_parse_round_trips_every_caption(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(250):
+        semantics = Semantics.sample(rng)
+        gender = GENDERS[int(rng.integers(2))]
+        mention = sample_mentions(semantics, rng)
+        text = caption(semantics, gender, rng, mention)
+        expected = {k: gender if k == "gender" else getattr(semantics, k) for k in mention}
+        assert parse_prompt(text).named() == expected, text
+
+
+def test_style_is_always_named_unless_photo():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        semantics = Semantics.sample(rng)
+        if semantics.style != "photo":
+            assert "style" in sample_mentions(semantics, rng)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        (
+            "a photo of a woman wearing a brown clothing, in the snow",
+            {"gender": "woman", "clothing_colour": "brown", "background": "snow", "style": "photo"},
+        ),
+        (
+            "a photo of a man wearing a yellow sweater, in the time square",
+            {
+                "gender": "man",
+                "clothing": "sweater",
+                "clothing_colour": "yellow",
+                "background": "city",
+                "style": "photo",
+            },
+        ),
+        ("a man in comic book style", {"gender": "man", "style": "pop art"}),
+        ("A Woman In Watercolor Painting Style", {"gender": "woman", "style": "watercolor"}),
+        ("a man with black hair wearing a t-shirt", {"gender": "man", "clothing": "t-shirt"}),
+        (
+            "a lady in a grey hooded sweatshirt and sunglasses",
+            {"gender": "woman", "clothing": "hoodie", "clothing_colour": "gray", "accessory": "sunglasses"},
+        ),
+        ("a person in front of snowy mountains", {"background": "mountains"}),
+        ("a woman in Ukiyo-e painting style", {"gender": "woman"}),
+    ],
+)
+def test_parse_free_prompts(prompt, expected):
+    assert parse_prompt(prompt).named() == expected
+
+
+def test_caption_rejects_bad_requests():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="gender"):
+        caption(Semantics(), "robot", rng)
+    with pytest.raises(ValueError, match="colour"):
+        caption(Semantics(), "man", rng, {"gender", "clothing_colour"})
+    with pytest.raises(ValueError, match="mention"):
+        caption(Semantics(), "man", rng, {"hair"})

@@ -12,6 +12,7 @@ app = typer.Typer(
 )
 
 # Sub-commands register themselves on import (one line per module below).
+from . import bench as _bench  # noqa: F401,E402
 from . import eval as _eval  # noqa: F401,E402
 from . import faces as _faces  # noqa: F401,E402
 from . import train as _train  # noqa: F401,E402

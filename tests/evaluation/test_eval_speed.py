@@ -1,0 +1,42 @@
+"""The speed benchmark's building blocks on a tiny UNet (behaviour only: numbers belong in BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from infinite_id.cli import app
+from infinite_id.evaluation import speed
+
+
+def test_variants_batch_layout_and_flops():
+    flops = {}
+    for variant, rows in (("plain", 2), ("identity", 2), ("two-stream", 4)):
+        unet = speed.build_unet("tiny", "cpu", torch.float32)
+        inputs, got = speed.prepare_variant(unet, variant, "tiny", 1, 64, "cpu", torch.float32)
+        assert got == rows == inputs["sample"].shape[0]
+        flops[variant], shareable = speed.count_flops(unet, inputs)
+        assert 0 < shareable < flops[variant]
+    # the identity stream adds the image cross-attention; the two-stream step is a text stream (plain) plus an
+    # identity stream plus the extra keys of mixed attention
+    assert flops["plain"] < flops["identity"]
+    assert flops["two-stream"] > flops["plain"] + flops["identity"]
+
+
+def test_bench_command_reports_ratios(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["bench", "--unet", "tiny", "--size", "64", "--batch-sizes", "1", "--variants", "plain,two-stream"]
+    args += ["--repeats", "1", "--warmup", "1", "--threads", "1", "--json", str(out), "--in-process"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "| 1 | two-stream | 4 |" in result.output
+    assert "1.00x" in result.output  # plain against itself
+    assert out.is_file()
+
+
+@pytest.mark.parametrize("option", ["sdpa-math", "channels-last"])
+def test_speedup_options_run_in_process(option):
+    config = dict(unet="tiny", device="cpu", dtype="float32", size=64, repeats=1, warmup=1, threads=1)
+    result = speed.measure({**config, "variant": "two-stream", "batch": 1, "option": option, "flops": False})
+    assert "error" not in result and result["step_s"] > 0 and result["rows"] == 4

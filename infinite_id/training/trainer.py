@@ -86,6 +86,46 @@ class _Conditioning:
         return embeds, added
 
 
+def diffusion_loss(
+    model,
+    comps: TrainingComponents,
+    conditioning: _Conditioning,
+    batch: dict[str, Any],
+    generator,
+    config: TrainConfig,
+) -> torch.Tensor:
+    """``|| target - model(z_t, t, c_id) ||^2`` for one batch (paper eq. in section 2); ``generator`` draws the
+    VAE sample, the noise and the timesteps."""
+    t, device, vae = config.train, conditioning.device, comps.pipe.vae
+    scheduler = comps.noise_scheduler
+    pixels = batch["pixel_values"].to(device, next(vae.parameters()).dtype)
+    with torch.no_grad():
+        latents = vae.encode(pixels).latent_dist.sample(generator=generator).float() * vae.config.scaling_factor
+    noise = torch.randn(latents.shape, generator=generator, device=device)
+    if t.noise_offset:
+        noise = noise + t.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=generator, device=device)
+    timesteps = torch.randint(
+        0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator, device=device
+    )
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    embeds, added = conditioning(batch, config.data.resolution)
+    pred = model(
+        noisy.to(comps.weight_dtype),
+        timesteps,
+        embeds,
+        batch["ref_pixel_values"].to(device),
+        batch["face_embeds"].to(device),
+        added,
+        text_cross_attention=t.mode == "joint",
+    )
+    target = (
+        scheduler.get_velocity(latents, noise, timesteps)
+        if scheduler.config.prediction_type == "v_prediction"
+        else noise
+    )
+    return F.mse_loss(pred.float(), target.float())
+
+
 def _register_state_hooks(accelerator, model_ref: list) -> None:
     """Checkpoint only the trainable weights (the frozen base model is never copied into checkpoints)."""
 
@@ -271,11 +311,6 @@ def train(
             if tracker.name == "tensorboard":
                 tracker.log_images({"validation": grid[None]}, step=step, dataformats="NHWC")
 
-    noise_scheduler = comps.noise_scheduler
-    num_train_timesteps = noise_scheduler.config.num_train_timesteps
-    vae = pipe.vae
-    vae_dtype = next(vae.parameters()).dtype
-    scaling = vae.config.scaling_factor
     losses: list[float] = []
     same_photo = dropped = seen = 0
     progress = tqdm(
@@ -291,37 +326,16 @@ def train(
     done = global_step >= t.max_steps
     while not done:
         sampler.set_epoch(epoch)
+        loader.set_epoch(epoch)  # accelerate re-sets the sampler's epoch to its own iteration count on __iter__
         epoch_loader = accelerator.skip_first_batches(loader, micro_in_epoch) if micro_in_epoch else loader
+        if epoch_loader is not loader:
+            epoch_loader.set_epoch(epoch)
         for batch in epoch_loader:
             g = torch.Generator(device=device).manual_seed(
                 _stable_seed(t.seed, micro_total, accelerator.process_index) % (2**63)
             )
             with accelerator.accumulate(model):
-                pixels = batch["pixel_values"].to(device, vae_dtype)
-                with torch.no_grad():
-                    latents = vae.encode(pixels).latent_dist.sample(generator=g).float() * scaling
-                noise = torch.randn(latents.shape, generator=g, device=device)
-                if t.noise_offset:
-                    noise = noise + t.noise_offset * torch.randn(
-                        (*latents.shape[:2], 1, 1), generator=g, device=device
-                    )
-                timesteps = torch.randint(0, num_train_timesteps, (latents.shape[0],), generator=g, device=device)
-                noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-                embeds, added = conditioning(batch, config.data.resolution)
-                pred = model(
-                    noisy.to(comps.weight_dtype),
-                    timesteps,
-                    embeds,
-                    batch["ref_pixel_values"].to(device),
-                    batch["face_embeds"].to(device),
-                    added,
-                    text_cross_attention=t.mode == "joint",
-                )
-                if noise_scheduler.config.prediction_type == "v_prediction":
-                    target = noise_scheduler.get_velocity(latents, noise, timesteps)
-                else:
-                    target = noise
-                loss = F.mse_loss(pred.float(), target.float())
+                loss = diffusion_loss(model, comps, conditioning, batch, g, config)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and t.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(params, t.max_grad_norm)

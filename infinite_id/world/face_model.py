@@ -12,10 +12,14 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from ..faces.alignment import arcface_template, estimate_similarity, warp_affine
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -23,8 +27,8 @@ WEIGHTS_NAME = "model.safetensors"
 
 @dataclass(frozen=True)
 class FaceEncoderConfig:
-    input_size: int = 48  # side of the aligned face crop
-    channels: tuple[int, ...] = (32, 64, 128, 192)
+    input_size: int = 40  # side of the aligned face crop
+    channels: tuple[int, ...] = (16, 32, 64, 128)
     embedding_dim: int = 512
 
     def to_dict(self) -> dict:
@@ -42,6 +46,25 @@ class FaceEncoderConfig:
         if "channels" in values:
             values["channels"] = tuple(values["channels"])
         return cls(**values)
+
+
+def world_face_template(size: int) -> np.ndarray:
+    """Five-point template of the mini face crop: the ArcFace template shrunk to 75% and lowered a little,
+    so the crop keeps the hair and the jaw line (both are identity in the miniature world)."""
+    centre = np.array([size / 2.0, size / 2.0])
+    return centre + (arcface_template(size) - centre) * 0.75 + np.array([0.0, 0.03 * size])
+
+
+def align_world_face(image: Image.Image, landmarks, size: int = 40) -> Image.Image:
+    """The aligned face crop the mini face encoder reads, from five landmarks (pixel-index coordinates)."""
+    matrix = estimate_similarity(np.asarray(landmarks, dtype=np.float64).reshape(5, 2), world_face_template(size))
+    return warp_affine(image.convert("RGB"), matrix, (size, size))
+
+
+def crops_to_tensor(crops: list[Image.Image]) -> torch.Tensor:
+    """PIL crops -> float tensor (B, 3, S, S) in [-1, 1]."""
+    array = np.stack([np.asarray(c, dtype=np.uint8) for c in crops])
+    return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 class _Block(nn.Module):

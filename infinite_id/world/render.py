@@ -33,7 +33,7 @@ _NOSE_TIP_DEPTH = 1.1
 class Layout:
     """Where the face ended up, in output pixels: what a face detector/aligner would report."""
 
-    face_box: tuple[float, float, float, float]  # x0, y0, x1, y1
+    face_box: tuple[float, float, float, float]  # x0, y0, x1, y1 (pixel centres at integer coordinates)
     landmarks: tuple[tuple[float, float], ...]  # left eye, right eye, nose tip, mouth left, mouth right (image left)
     face_mask: np.ndarray  # bool (size, size): skin of the face outline, before hair and accessories
 
@@ -532,12 +532,13 @@ def render_with_layout(
     pixels = apply_lighting(pixels, face_weight, painter.centre * scale, half_width, nuisance)
     image = apply_style(pixels, semantics.style, np.random.default_rng([nuisance.seed, 2]))
 
-    outline = info["outline"] * scale
+    # Canvas pixel index -> output pixel index (pixel centres at integers, as face detectors report them).
+    outline = (info["outline"] + 0.5) * scale - 0.5
     names = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
     pts = np.array([info["landmarks"][n] for n in names])
     depth = painter.surface_depth(pts)
     depth[2] = _NOSE_TIP_DEPTH
-    canvas_pts = painter.project(pts, depth) * scale
+    canvas_pts = (painter.project(pts, depth) + 0.5) * scale - 0.5
     if canvas_pts[0, 0] > canvas_pts[1, 0]:  # keep "left" = image left whatever the roll
         canvas_pts[[0, 1]] = canvas_pts[[1, 0]]
     if canvas_pts[3, 0] > canvas_pts[4, 0]:

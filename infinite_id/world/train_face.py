@@ -1,0 +1,207 @@
+"""Train the mini face encoder of the miniature world: additive angular margin (ArcFace) over training identities.
+
+Batches are rendered on the fly: every step draws fresh photos (new pose, expression, light, scene, clothing,
+accessory and style) of random training identities, so the encoder must learn what stays fixed, the identity.
+A batch is a pure function of (seed, step), so a resumed run sees exactly the batches it would have seen.
+
+Evaluation uses held-out identities (disjoint id range): rank-1 identification with one gallery photo per
+identity, and the mean cosine of same-identity and different-identity pairs.
+
+    python -m infinite_id.world.train_face --out infinite_id/world/weights/face_encoder --steps 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from .dataset import sample_example
+from .face_model import FaceEncoderConfig, MiniFaceEncoder, align_world_face, crops_to_tensor
+from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+METRICS_NAME = "metrics.json"
+
+
+@dataclass
+class FaceTrainingConfig:
+    num_identities: int = 2000  # training identities: ids 0 .. num_identities - 1
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    margin: float = 0.3  # additive angular margin, radians
+    scale: float = 30.0
+    seed: int = 0
+    eval_identities: int = 200
+    eval_photos: int = 4
+    checkpoint_every: int = 250
+    encoder: FaceEncoderConfig = FaceEncoderConfig()
+
+
+class ArcMarginHead(nn.Module):
+    """Class centres on the unit sphere; logits s*cos(theta + m) for the true class, s*cos(theta) otherwise."""
+
+    def __init__(self, embedding_dim: int, num_classes: int, margin: float, scale: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_classes, embedding_dim) * 0.01)
+        self.margin, self.scale = margin, scale
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cosine = F.linear(F.normalize(embeddings, dim=-1), F.normalize(self.weight, dim=-1)).clamp(-1 + 1e-6, 1 - 1e-6)
+        target = cosine.gather(1, labels[:, None])
+        sine = torch.sqrt(1.0 - target**2)
+        with_margin = target * math.cos(self.margin) - sine * math.sin(self.margin)
+        # Past theta = pi - m, cos(theta + m) would increase again; fall back to a linear penalty there.
+        with_margin = torch.where(target > math.cos(math.pi - self.margin), with_margin, target - self.margin * 0.5)
+        logits = cosine.scatter(1, labels[:, None], with_margin)
+        return F.cross_entropy(self.scale * logits, labels)
+
+
+def render_crops(identity_ids: list[int], seeds: list[list[int]], size: int) -> torch.Tensor:
+    """Aligned face crops of one fresh random photo per (identity, seed)."""
+    crops = []
+    for identity_id, seed in zip(identity_ids, seeds, strict=True):
+        example = sample_example(identity_id, np.random.default_rng(seed))
+        crops.append(align_world_face(example.image, example.layout.landmarks, size))
+    return crops_to_tensor(crops)
+
+
+def learning_rate(config: FaceTrainingConfig, step: int) -> float:
+    """Linear warm-up over the first 5% of steps, then cosine decay to zero (a function of the step: resumable)."""
+    warmup = max(1, config.steps // 20)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    return config.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, config.steps - warmup)))
+
+
+def training_batch(config: FaceTrainingConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng([config.seed, 1, step])
+    ids = rng.integers(0, config.num_identities, config.batch_size).tolist()
+    seeds = [[config.seed, 2, step, j] for j in range(config.batch_size)]
+    return render_crops(ids, seeds, config.encoder.input_size), torch.tensor(ids)
+
+
+@torch.no_grad()
+def evaluate_face_encoder(
+    model: MiniFaceEncoder, num_identities: int = 200, photos: int = 4, seed: int = 0, batch_size: int = 256
+) -> dict[str, float]:
+    """Held-out identities: rank-1 identification (gallery = photo 0) and same/different mean cosine."""
+    if photos < 2:
+        raise ValueError("evaluation needs at least two photos per identity")
+    model.eval()
+    ids = [EVAL_IDENTITIES.start + i for i in range(num_identities) for _ in range(photos)]
+    seeds = [[seed, 3, i, k] for i in range(num_identities) for k in range(photos)]
+    embeddings = []
+    for start in range(0, len(ids), batch_size):
+        crops = render_crops(
+            ids[start : start + batch_size], seeds[start : start + batch_size], model.config.input_size
+        )
+        embeddings.append(model(crops))
+    emb = torch.cat(embeddings).view(num_identities, photos, -1)
+    gallery, probes = emb[:, 0], emb[:, 1:].reshape(-1, emb.shape[-1])
+    owner = torch.arange(num_identities).repeat_interleave(photos - 1)
+    similarity = probes @ gallery.T
+    rank1 = (similarity.argmax(dim=1) == owner).float().mean().item()
+    flat = emb.reshape(-1, emb.shape[-1])
+    cos = flat @ flat.T
+    who = torch.arange(num_identities).repeat_interleave(photos)
+    same = (who[:, None] == who[None]) & ~torch.eye(len(who), dtype=torch.bool)
+    different = who[:, None] != who[None]
+    return {
+        "rank1": rank1,
+        "same_cosine": cos[same].mean().item(),
+        "different_cosine": cos[different].mean().item(),
+        "eval_identities": num_identities,
+        "eval_photos": photos,
+    }
+
+
+def _save_checkpoint(path: Path, model: MiniFaceEncoder, head: ArcMarginHead, step: int) -> None:
+    state = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    state["head.weight"] = head.weight.detach().contiguous()
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata={"step": str(step)})
+    tmp.replace(path)
+
+
+def train_face_encoder(
+    out_dir: str | Path, config: FaceTrainingConfig | None = None, progress: bool = True
+) -> dict[str, float]:
+    """Train (or resume) a mini face encoder into ``out_dir``; return and save held-out metrics."""
+    config = config or FaceTrainingConfig()
+    if config.num_identities > len(TRAIN_IDENTITIES):
+        raise ValueError(f"at most {len(TRAIN_IDENTITIES)} training identities")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    model = MiniFaceEncoder(config.encoder)
+    head = ArcMarginHead(config.encoder.embedding_dim, config.num_identities, config.margin, config.scale)
+    params = list(model.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+    start = 0
+    checkpoint = out / CHECKPOINT_NAME
+    if checkpoint.is_file():  # resume: weights and step; the batches are a function of the step
+        state = load_file(str(checkpoint))
+        model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        head.weight.data.copy_(state["head.weight"])
+        with safe_open(str(checkpoint), "pt") as f:
+            start = int(f.metadata()["step"])
+
+    model.train()
+    bar = tqdm(
+        range(start, config.steps), desc="face encoder", disable=not progress, initial=start, total=config.steps
+    )
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        crops, labels = training_batch(config, step)
+        loss = head(model(crops), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+            _save_checkpoint(checkpoint, model, head, step + 1)
+
+    metrics = evaluate_face_encoder(model, config.eval_identities, config.eval_photos, seed=config.seed)
+    model.save_pretrained(out)
+    training = asdict(config)
+    training["encoder"] = config.encoder.to_dict()
+    (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": training}, indent=2) + "\n")
+    checkpoint.unlink(missing_ok=True)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the miniature world's face encoder (ArcFace-style).")
+    parser.add_argument("--out", required=True, help="output folder (config.json, model.safetensors, metrics.json)")
+    defaults = FaceTrainingConfig()
+    for name in ("num_identities", "steps", "batch_size", "seed", "eval_identities", "eval_photos"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = FaceTrainingConfig(
+        **{k: getattr(args, k) for k in ("num_identities", "steps", "batch_size", "seed", "eval_identities")},
+        eval_photos=args.eval_photos,
+        lr=args.lr,
+    )
+    print(json.dumps(train_face_encoder(args.out, config), indent=2))
+
+
+if __name__ == "__main__":
+    main()

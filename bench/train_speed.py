@@ -1,0 +1,197 @@
+"""Training speed and peak memory.
+
+CPU (any machine; what CI-class machines can measure): the real trainer (``infinite_id.training.train``) on the
+tiny SD 1.5 model and a generated 12-photo dataset, with and without gradient checkpointing. Absolute numbers
+on a CPU say little; the ratio between the two settings, measured in one run, is what to read.
+
+GPU (``--gpu``): an SDXL-size UNet (the real SDXL config, random weights, 2.6B parameters) with Infinite-ID
+processors and a ViT-H-size projection, trained at 1024 px (128x128 latents) in bf16, with and without gradient
+checkpointing: the UNet + adapter forward/backward/AdamW step that dominates real training. The VAE encode and
+CLIP image encoder (frozen, run once per sample) are not included; the inputs are random latents and CLIP
+features of the real shapes.
+
+    python bench/train_speed.py                 # CPU, tiny model
+    python bench/train_speed.py --gpu --batch 2 # GPU, SDXL size
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "training"))
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_bench(steps: int, batch: int) -> None:
+    from accelerate.state import AcceleratorState, GradientState
+    from conftest import write_identity_dataset
+    from tiny_models import FACE_DIM, save_tiny_base_model
+
+    from infinite_id.faces.base import FaceEncoderInfo
+    from infinite_id.training.config import config_from_dict
+    from infinite_id.training.preprocess import prepare_cache
+    from infinite_id.training.trainer import train
+
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = save_tiny_base_model(tmp / "sd15", "sd15")
+        manifest = write_identity_dataset(tmp / "data")
+        prepare_cache(manifest, tmp / "cache", face_encoder=FaceEncoderInfo("precomputed", "bench", FACE_DIM))
+        rows = []
+        for checkpointing in (False, True):
+            AcceleratorState._reset_state(True)
+            GradientState._reset_state()
+            cfg = config_from_dict(
+                {
+                    "model": {"pretrained": str(model)},
+                    "data": {"cache": str(tmp / "cache"), "resolution": 64, "num_workers": 0},
+                    "train": {"max_steps": steps, "batch_size": batch, "gradient_checkpointing": checkpointing},
+                    "output": {
+                        "dir": str(tmp / f"run{checkpointing}"),
+                        "checkpoint_every": 0,
+                        "progress_bar": False,
+                        "tensorboard": False,
+                        "log_every": 1000,
+                    },
+                }
+            )
+            result = train(cfg)
+            rows.append((checkpointing, result.samples_per_second, _peak_rss_mib()))
+    print(
+        f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    print(f"tiny SD 1.5 UNet (32, 64), 64 px, batch {batch}, {steps} steps, fp32, through infinite_id.training.train")
+    for checkpointing, sps, rss in rows:
+        print(
+            f"  gradient checkpointing {'on ' if checkpointing else 'off'}: {sps:7.1f} samples/s, peak RSS {rss:7.0f} MiB"
+        )
+    print(f"  ratio on/off: {rows[1][1] / rows[0][1]:.2f}x samples/s (peak RSS is the process maximum so far)")
+
+
+SDXL_UNET = dict(
+    sample_size=128,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    block_out_channels=(320, 640, 1280),
+    layers_per_block=2,
+    transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20),
+    cross_attention_dim=2048,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+)
+
+
+def gpu_bench(steps: int, batch: int, warmup: int) -> None:
+    from diffusers import UNet2DConditionModel
+
+    from infinite_id.attention_processors import install_processors
+    from infinite_id.models.projectors import IdentityProjection, IdentityProjectionConfig
+    from infinite_id.training.modeling import trainable_parameters
+
+    device, dtype = torch.device("cuda"), torch.bfloat16
+    print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    print(
+        f"SDXL-size UNet (random weights), 1024 px (128x128 latents), batch {batch}, bf16 autocast, frozen UNet in bf16"
+    )
+    for checkpointing in (False, True):
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        unet = UNet2DConditionModel(**SDXL_UNET).to(device, dtype).requires_grad_(False)
+        install_processors(unet)
+        projection = IdentityProjection(IdentityProjectionConfig(cross_attention_dim=2048)).to(device)
+
+        class Holder(torch.nn.Module):
+            pass
+
+        model = Holder()
+        model.unet, model.projection = unet, projection
+        params = trainable_parameters(model)
+        for p in params:
+            p.data = p.data.float()
+            p.requires_grad_(True)
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+            unet.train()
+        opt = torch.optim.AdamW(params, lr=1e-4)
+        n_params = sum(p.numel() for p in unet.parameters())
+        latents = torch.randn(batch, 4, 128, 128, device=device)
+        text = torch.randn(batch, 77, 2048, device=device, dtype=dtype)
+        added = {
+            "text_embeds": torch.randn(batch, 1280, device=device, dtype=dtype),
+            "time_ids": torch.tensor([[1024, 1024, 0, 0, 1024, 1024]] * batch, device=device, dtype=dtype),
+        }
+        clip = torch.randn(batch, 257, 1280, device=device)
+        face = torch.randn(batch, 512, device=device)
+
+        from infinite_id.attention_processors import InfiniteIDAttentionState
+
+        def step():
+            with torch.autocast("cuda", dtype=dtype):
+                tokens = projection(clip, face)
+                state = InfiniteIDAttentionState(id_tokens=tokens, text_cross_attention=False)
+                t = torch.randint(0, 1000, (batch,), device=device)
+                pred = unet(
+                    latents.to(dtype), t, text, added_cond_kwargs=added, cross_attention_kwargs={"infinite_id": state}
+                ).sample
+                loss = torch.nn.functional.mse_loss(pred.float(), latents)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        try:
+            for _ in range(warmup):
+                step()
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            torch.cuda.synchronize()
+            sps = steps * batch / (time.perf_counter() - start)
+            peak = torch.cuda.max_memory_allocated() / 2**30
+            print(
+                f"  gradient checkpointing {'on ' if checkpointing else 'off'}: {sps:6.2f} samples/s, "
+                f"peak {peak:5.1f} GiB ({n_params / 1e9:.2f}B UNet params)"
+            )
+        except torch.cuda.OutOfMemoryError:
+            print(f"  gradient checkpointing {'on ' if checkpointing else 'off'}: out of memory at batch {batch}")
+        del unet, projection, model, opt
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpu", action="store_true", help="SDXL-size benchmark on CUDA")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    if args.gpu:
+        if not torch.cuda.is_available():
+            raise SystemExit("--gpu needs a CUDA device")
+        gpu_bench(args.steps or 10, args.batch or 2, args.warmup)
+    else:
+        cpu_bench(args.steps or 20, args.batch or 4)
+
+
+if __name__ == "__main__":
+    main()

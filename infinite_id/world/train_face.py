@@ -21,14 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from .dataset import sample_example
 from .face_model import FaceEncoderConfig, MiniFaceEncoder, align_world_face, crops_to_tensor
 from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
+from .train_utils import cosine_learning_rate, load_checkpoint, save_checkpoint, set_learning_rate
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 METRICS_NAME = "metrics.json"
@@ -78,14 +77,6 @@ def render_crops(identity_ids: list[int], seeds: list[list[int]], size: int) -> 
     return crops_to_tensor(crops)
 
 
-def learning_rate(config: FaceTrainingConfig, step: int) -> float:
-    """Linear warm-up over the first 5% of steps, then cosine decay to zero (a function of the step: resumable)."""
-    warmup = max(1, config.steps // 20)
-    if step < warmup:
-        return config.lr * (step + 1) / warmup
-    return config.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, config.steps - warmup)))
-
-
 def training_batch(config: FaceTrainingConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     rng = np.random.default_rng([config.seed, 1, step])
     ids = rng.integers(0, config.num_identities, config.batch_size).tolist()
@@ -128,14 +119,6 @@ def evaluate_face_encoder(
     }
 
 
-def _save_checkpoint(path: Path, model: MiniFaceEncoder, head: ArcMarginHead, step: int) -> None:
-    state = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    state["head.weight"] = head.weight.detach().contiguous()
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"step": str(step)})
-    tmp.replace(path)
-
-
 def train_face_encoder(
     out_dir: str | Path, config: FaceTrainingConfig | None = None, progress: bool = True
 ) -> dict[str, float]:
@@ -151,22 +134,16 @@ def train_face_encoder(
     params = list(model.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
-    start = 0
+    modules = {"model": model, "head": head}
     checkpoint = out / CHECKPOINT_NAME
-    if checkpoint.is_file():  # resume: weights and step; the batches are a function of the step
-        state = load_file(str(checkpoint))
-        model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
-        head.weight.data.copy_(state["head.weight"])
-        with safe_open(str(checkpoint), "pt") as f:
-            start = int(f.metadata()["step"])
+    start = load_checkpoint(checkpoint, modules) if checkpoint.is_file() else 0
 
     model.train()
     bar = tqdm(
         range(start, config.steps), desc="face encoder", disable=not progress, initial=start, total=config.steps
     )
     for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
+        set_learning_rate(optimizer, cosine_learning_rate(config.lr, config.steps, step))
         crops, labels = training_batch(config, step)
         loss = head(model(crops), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -174,7 +151,7 @@ def train_face_encoder(
         optimizer.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-            _save_checkpoint(checkpoint, model, head, step + 1)
+            save_checkpoint(checkpoint, modules, step + 1)
 
     metrics = evaluate_face_encoder(model, config.eval_identities, config.eval_photos, seed=config.seed)
     model.save_pretrained(out)

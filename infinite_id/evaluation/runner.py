@@ -232,6 +232,13 @@ class EvaluationRunner:
         self.clip, self.face, self.dino = clip, face, dino
         self.generator_device = generator_device
         self.progress = progress
+        # record which metric models were used even when the caller did not describe them
+        if clip is not None and settings.clip_model is None:
+            settings.clip_model = clip.describe()
+        if face is not None and settings.face_encoder is None:
+            settings.face_encoder = face.describe()
+        if dino is not None and settings.dino_model is None:
+            settings.dino_model = dino.describe()
         unknown_curve = set(settings.curve_methods) - {m.name for m in self.methods}
         if unknown_curve:
             raise ValueError(f"curve methods {sorted(unknown_curve)} are not among the evaluated methods")

@@ -409,6 +409,32 @@ def speedup_report(timings: dict[tuple[str, str], dict[str, Any]], batch: int) -
     return "\n".join(lines)
 
 
+def flops_table(kind: str, size: int | None, batches: list[int]) -> str:
+    """FLOPs per guided step of each variant, counted on the meta device: exact for any size, instantly."""
+    size = size or (1024 if kind == "sdxl" else 256)
+    lines = [
+        f"FLOPs per guided UNet step, UNet {kind}, {size} px (meta device)",
+        "",
+        "| batch | variant | rows | params (M) | TFLOP/step | vs plain | shareable K/V projections |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for batch in batches:
+        plain = None
+        for variant in VARIANTS:
+            unet = build_unet(kind, "meta", torch.float32)
+            inputs, rows = prepare_variant(unet, variant, kind, batch, size, "meta", torch.float32)
+            flops, shareable = count_flops(unet, inputs)
+            plain = plain or flops
+            params = sum(p.numel() for p in unet.parameters()) / 1e6
+            lines.append(
+                f"| {batch} | {variant} | {rows} | {params:.0f} | {flops / 1e12:.3f} | {flops / plain:.3f}x | "
+                f"{100 * shareable / flops:.2f}% |"
+            )
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
 def main(argv: list[str] | None = None) -> str | None:
     """Run the benchmark (or, with ``--worker``, one measurement); returns the Markdown report."""
     parser = argparse.ArgumentParser(prog="infinite-id bench", description=__doc__.split("\n\n")[0])
@@ -429,7 +455,12 @@ def main(argv: list[str] | None = None) -> str | None:
     parser.add_argument(
         "--in-process", action="store_true", help="measure in this process (quick look; memory is not isolated)"
     )
+    parser.add_argument(
+        "--flops-only", action="store_true", help="count FLOPs on the meta device (no weights, no GPU needed) and stop"
+    )
     args = parser.parse_args(argv)
+    if args.flops_only:
+        return flops_table(args.unet or "sdxl", args.size, [int(b) for b in args.batch_sizes.split(",")])
 
     if args.worker:
         print(json.dumps(measure(json.loads(args.worker))))

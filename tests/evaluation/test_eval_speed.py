@@ -40,3 +40,11 @@ def test_speedup_options_run_in_process(option):
     config = dict(unet="tiny", device="cpu", dtype="float32", size=64, repeats=1, warmup=1, threads=1)
     result = speed.measure({**config, "variant": "two-stream", "batch": 1, "option": option, "flops": False})
     assert "error" not in result and result["step_s"] > 0 and result["rows"] == 4
+
+
+def test_flops_table_on_the_meta_device():
+    text = speed.flops_table("tiny", 64, [1])
+    rows = [line.split("|") for line in text.splitlines() if line.startswith("| 1 |")]
+    assert [r[2].strip() for r in rows] == ["plain", "identity", "two-stream"]
+    ratios = [float(r[6].strip().rstrip("x")) for r in rows]
+    assert ratios[0] == 1.0 and 1.0 < ratios[1] < 1.2 and ratios[2] > 2.0

@@ -36,7 +36,7 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def cpu_bench(steps: int, batch: int) -> None:
+def cpu_bench(steps: int, batch: int, threads: int) -> None:
     from accelerate.state import AcceleratorState, GradientState
     from conftest import write_identity_dataset
     from tiny_models import FACE_DIM, save_tiny_base_model
@@ -46,7 +46,7 @@ def cpu_bench(steps: int, batch: int) -> None:
     from infinite_id.training.preprocess import prepare_cache
     from infinite_id.training.trainer import train
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = save_tiny_base_model(tmp / "sd15", "sd15")
@@ -72,14 +72,12 @@ def cpu_bench(steps: int, batch: int) -> None:
             )
             result = train(cfg)
             rows.append((checkpointing, result.samples_per_second, _peak_rss_mib()))
-    print(
-        f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    )
+    cpu = platform.processor() or platform.machine()
+    print(f"CPU: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"tiny SD 1.5 UNet (32, 64), 64 px, batch {batch}, {steps} steps, fp32, through infinite_id.training.train")
     for checkpointing, sps, rss in rows:
-        print(
-            f"  gradient checkpointing {'on ' if checkpointing else 'off'}: {sps:7.1f} samples/s, peak RSS {rss:7.0f} MiB"
-        )
+        label = "on " if checkpointing else "off"
+        print(f"  gradient checkpointing {label}: {sps:7.1f} samples/s, peak RSS {rss:7.0f} MiB")
     print(f"  ratio on/off: {rows[1][1] / rows[0][1]:.2f}x samples/s (peak RSS is the process maximum so far)")
 
 
@@ -101,81 +99,68 @@ SDXL_UNET = dict(
 )
 
 
-def gpu_bench(steps: int, batch: int, warmup: int) -> None:
+def _gpu_run(checkpointing: bool, steps: int, batch: int, warmup: int) -> str:
     from diffusers import UNet2DConditionModel
 
-    from infinite_id.attention_processors import install_processors
+    from infinite_id.attention_processors import InfiniteIDAttentionState, install_processors
     from infinite_id.models.projectors import IdentityProjection, IdentityProjectionConfig
-    from infinite_id.training.modeling import trainable_parameters
+    from infinite_id.training.modeling import AdapterTrainingModel, trainable_parameters
 
     device, dtype = torch.device("cuda"), torch.bfloat16
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    unet = UNet2DConditionModel(**SDXL_UNET).to(device, dtype).requires_grad_(False)
+    install_processors(unet)
+    projection = IdentityProjection(IdentityProjectionConfig(cross_attention_dim=2048)).to(device)
+    params = trainable_parameters(AdapterTrainingModel(unet, projection, image_encoder=None))
+    for p in params:
+        p.data = p.data.float()
+        p.requires_grad_(True)
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+        unet.train()
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    n_params = sum(p.numel() for p in unet.parameters())
+    latents = torch.randn(batch, 4, 128, 128, device=device)
+    text = torch.randn(batch, 77, 2048, device=device, dtype=dtype)
+    time_ids = torch.tensor([[1024, 1024, 0, 0, 1024, 1024]] * batch, device=device, dtype=dtype)
+    added = {"text_embeds": torch.randn(batch, 1280, device=device, dtype=dtype), "time_ids": time_ids}
+    clip = torch.randn(batch, 257, 1280, device=device)
+    face = torch.randn(batch, 512, device=device)
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=dtype):
+            state = InfiniteIDAttentionState(id_tokens=projection(clip, face), text_cross_attention=False)
+            t = torch.randint(0, 1000, (batch,), device=device)
+            kwargs = {"added_cond_kwargs": added, "cross_attention_kwargs": {"infinite_id": state}}
+            pred = unet(latents.to(dtype), t, text, **kwargs).sample
+            loss = torch.nn.functional.mse_loss(pred.float(), latents)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    label = f"  gradient checkpointing {'on ' if checkpointing else 'off'}:"
+    try:
+        for _ in range(warmup):
+            step()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    except torch.cuda.OutOfMemoryError:
+        return f"{label} out of memory at batch {batch}"
+    sps = steps * batch / (time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    return f"{label} {sps:6.2f} samples/s, peak {peak:5.1f} GiB ({n_params / 1e9:.2f}B UNet parameters)"
+
+
+def gpu_bench(steps: int, batch: int, warmup: int) -> None:
     print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
-    print(
-        f"SDXL-size UNet (random weights), 1024 px (128x128 latents), batch {batch}, bf16 autocast, frozen UNet in bf16"
-    )
+    print(f"SDXL-size UNet (random weights), 1024 px (128x128 latents), batch {batch}, bf16 autocast")
     for checkpointing in (False, True):
-        gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        unet = UNet2DConditionModel(**SDXL_UNET).to(device, dtype).requires_grad_(False)
-        install_processors(unet)
-        projection = IdentityProjection(IdentityProjectionConfig(cross_attention_dim=2048)).to(device)
-
-        class Holder(torch.nn.Module):
-            pass
-
-        model = Holder()
-        model.unet, model.projection = unet, projection
-        params = trainable_parameters(model)
-        for p in params:
-            p.data = p.data.float()
-            p.requires_grad_(True)
-        if checkpointing:
-            unet.enable_gradient_checkpointing()
-            unet.train()
-        opt = torch.optim.AdamW(params, lr=1e-4)
-        n_params = sum(p.numel() for p in unet.parameters())
-        latents = torch.randn(batch, 4, 128, 128, device=device)
-        text = torch.randn(batch, 77, 2048, device=device, dtype=dtype)
-        added = {
-            "text_embeds": torch.randn(batch, 1280, device=device, dtype=dtype),
-            "time_ids": torch.tensor([[1024, 1024, 0, 0, 1024, 1024]] * batch, device=device, dtype=dtype),
-        }
-        clip = torch.randn(batch, 257, 1280, device=device)
-        face = torch.randn(batch, 512, device=device)
-
-        from infinite_id.attention_processors import InfiniteIDAttentionState
-
-        def step():
-            with torch.autocast("cuda", dtype=dtype):
-                tokens = projection(clip, face)
-                state = InfiniteIDAttentionState(id_tokens=tokens, text_cross_attention=False)
-                t = torch.randint(0, 1000, (batch,), device=device)
-                pred = unet(
-                    latents.to(dtype), t, text, added_cond_kwargs=added, cross_attention_kwargs={"infinite_id": state}
-                ).sample
-                loss = torch.nn.functional.mse_loss(pred.float(), latents)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        try:
-            for _ in range(warmup):
-                step()
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(steps):
-                step()
-            torch.cuda.synchronize()
-            sps = steps * batch / (time.perf_counter() - start)
-            peak = torch.cuda.max_memory_allocated() / 2**30
-            print(
-                f"  gradient checkpointing {'on ' if checkpointing else 'off'}: {sps:6.2f} samples/s, "
-                f"peak {peak:5.1f} GiB ({n_params / 1e9:.2f}B UNet params)"
-            )
-        except torch.cuda.OutOfMemoryError:
-            print(f"  gradient checkpointing {'on ' if checkpointing else 'off'}: out of memory at batch {batch}")
-        del unet, projection, model, opt
+        print(_gpu_run(checkpointing, steps, batch, warmup))
 
 
 def main() -> None:
@@ -184,13 +169,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (CPU benchmark)")
     args = parser.parse_args()
     if args.gpu:
         if not torch.cuda.is_available():
             raise SystemExit("--gpu needs a CUDA device")
         gpu_bench(args.steps or 10, args.batch or 2, args.warmup)
     else:
-        cpu_bench(args.steps or 20, args.batch or 4)
+        cpu_bench(args.steps or 20, args.batch or 4, args.threads)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,15 @@ REPO = Path(__file__).resolve().parents[2]
 TEST_ENCODER = FaceEncoderInfo("precomputed", "test", FACE_DIM)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from more threads, and oversubscribed cores stall OpenMP badly."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
     """Each run builds its own Accelerator, as a separate process would."""

@@ -177,6 +177,9 @@ class InfiniteIDPipeline:
 
     @property
     def identity_encoder(self) -> IdentityEncoder:
+        custom = self.__dict__.get("_infinite_id_identity_encoder")
+        if custom is not None:  # an imported adapter family with its own inputs (infinite_id.loaders)
+            return custom
         if self.image_proj is None:
             raise RuntimeError("no Infinite-ID adapter: call load_adapter(...) or init_adapter(...) first")
         if self.image_encoder is None or self.feature_extractor is None:
@@ -187,9 +190,21 @@ class InfiniteIDPipeline:
             self.image_encoder, self.feature_extractor, self.image_proj, self.adapter_metadata.clip_encoder.layer
         )
 
-    def _set_adapter(self, projection: IdentityProjection, metadata: AdapterMetadata) -> None:
+    def to(self, *args, **kwargs):
+        """``DiffusionPipeline.to``, also moving the adapter's mappers (they are not a pipeline component)."""
+        result = super().to(*args, **kwargs)
+        if self.image_proj is not None:
+            param = next(self.unet.parameters())
+            self.image_proj.to(device=param.device, dtype=param.dtype)
+        return result
+
+    def _set_adapter(self, projection: IdentityProjection, metadata: AdapterMetadata, identity_encoder=None) -> None:
+        """Register the adapter's projection and metadata. ``identity_encoder``: an object with the
+        :class:`IdentityEncoder` interface (``features``, ``tokens``, ``unconditional_features``) for projections
+        that read other inputs than ours (IP-Adapter families, see ``infinite_id.loaders``); ``None``: ours."""
         self.__dict__["_infinite_id_image_proj"] = projection
         self.__dict__["_infinite_id_metadata"] = metadata
+        self.__dict__["_infinite_id_identity_encoder"] = identity_encoder
 
     def _set_image_encoder(self, image_encoder, feature_extractor) -> None:
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
@@ -313,6 +328,7 @@ class InfiniteIDPipeline:
             uninstall_processors(self.unet)
         self.__dict__.pop("_infinite_id_image_proj", None)
         self.__dict__.pop("_infinite_id_metadata", None)
+        self.__dict__.pop("_infinite_id_identity_encoder", None)
 
     def set_face_analyzer(self, analyzer) -> None:
         """Use ``analyzer`` (an ``infinite_id.faces.FaceAnalyzer``) to turn reference photos into embeddings."""

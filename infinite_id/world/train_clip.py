@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm.auto import tqdm
 from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from . import configs
@@ -41,9 +40,8 @@ from .factors import (
     Semantics,
 )
 from .tokenizer import world_tokenizer
-from .train_utils import cosine_learning_rate, load_checkpoint, save_checkpoint, set_learning_rate
+from .train_utils import train_loop
 
-CHECKPOINT_NAME = "checkpoint.safetensors"
 METRICS_NAME = "metrics.json"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation, kept so standard processors work
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -171,37 +169,33 @@ def train_clip(out_dir: str | Path, config: ClipTrainingConfig | None = None, pr
     model = CLIPModel(configs.clip_config(len(tokenizer)))
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=config.lr
-    )
-    modules = {"model": model}
-    checkpoint = out / CHECKPOINT_NAME
-    start = load_checkpoint(checkpoint, modules) if checkpoint.is_file() else 0
 
-    model.train()
-    bar = tqdm(range(start, config.steps), desc="mini CLIP", disable=not progress, initial=start, total=config.steps)
-    for step in bar:
-        set_learning_rate(optimizer, cosine_learning_rate(config.lr, config.steps, step))
+    def step_loss(step: int) -> torch.Tensor:
         images, texts = training_batch(config, step)
-        loss = model(
-            input_ids=tokenize(tokenizer, texts), pixel_values=images_to_pixels(images), return_loss=True
-        ).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        ids, pixels = tokenize(tokenizer, texts), images_to_pixels(images)
+        return model(input_ids=ids, pixel_values=pixels, return_loss=True).loss
+
+    def clamp_temperature() -> None:
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)  # at most 100, as CLIP does
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-            save_checkpoint(checkpoint, modules, step + 1)
 
+    train_loop(
+        out,
+        {"model": model},
+        step_loss,
+        config.steps,
+        config.lr,
+        param_groups=[{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        checkpoint_every=config.checkpoint_every,
+        after_step=clamp_temperature,
+        desc="mini CLIP",
+        progress=progress,
+    )
     metrics = evaluate_clip(model, tokenizer, config.eval_images, seed=config.seed)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     clip_image_processor().save_pretrained(out)
     (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": asdict(config)}, indent=2) + "\n")
-    checkpoint.unlink(missing_ok=True)
     return metrics
 
 

@@ -22,14 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .dataset import sample_example
 from .face_model import FaceEncoderConfig, MiniFaceEncoder, align_world_face, crops_to_tensor
 from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
-from .train_utils import cosine_learning_rate, load_checkpoint, save_checkpoint, set_learning_rate
+from .train_utils import train_loop
 
-CHECKPOINT_NAME = "checkpoint.safetensors"
 METRICS_NAME = "metrics.json"
 
 
@@ -131,34 +129,28 @@ def train_face_encoder(
     torch.manual_seed(config.seed)
     model = MiniFaceEncoder(config.encoder)
     head = ArcMarginHead(config.encoder.embedding_dim, config.num_identities, config.margin, config.scale)
-    params = list(model.parameters()) + list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
-    modules = {"model": model, "head": head}
-    checkpoint = out / CHECKPOINT_NAME
-    start = load_checkpoint(checkpoint, modules) if checkpoint.is_file() else 0
-
-    model.train()
-    bar = tqdm(
-        range(start, config.steps), desc="face encoder", disable=not progress, initial=start, total=config.steps
-    )
-    for step in bar:
-        set_learning_rate(optimizer, cosine_learning_rate(config.lr, config.steps, step))
+    def step_loss(step: int) -> torch.Tensor:
         crops, labels = training_batch(config, step)
-        loss = head(model(crops), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-            save_checkpoint(checkpoint, modules, step + 1)
+        return head(model(crops), labels)
 
+    train_loop(
+        out,
+        {"model": model, "head": head},
+        step_loss,
+        config.steps,
+        config.lr,
+        weight_decay=config.weight_decay,
+        checkpoint_every=config.checkpoint_every,
+        max_grad_norm=5.0,
+        desc="face encoder",
+        progress=progress,
+    )
     metrics = evaluate_face_encoder(model, config.eval_identities, config.eval_photos, seed=config.seed)
     model.save_pretrained(out)
     training = asdict(config)
     training["encoder"] = config.encoder.to_dict()
     (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": training}, indent=2) + "\n")
-    checkpoint.unlink(missing_ok=True)
     return metrics
 
 

@@ -8,12 +8,16 @@ step, so a checkpoint needs only the weights and the step: a resumed run sees th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
 def cosine_learning_rate(base_lr: float, total_steps: int, step: int, warmup_fraction: float = 0.05) -> float:
@@ -47,3 +51,46 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module]) -> int:
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def train_loop(
+    out_dir: Path,
+    modules: dict[str, nn.Module],
+    step_loss: Callable[[int], torch.Tensor],
+    steps: int,
+    lr: float,
+    param_groups: list[dict] | None = None,
+    weight_decay: float = 0.0,
+    checkpoint_every: int = 250,
+    max_grad_norm: float | None = 1.0,
+    after_step: Callable[[], None] | None = None,
+    desc: str = "training",
+    progress: bool = True,
+) -> None:
+    """AdamW over ``modules`` with a cosine schedule, resuming from ``out_dir/checkpoint.safetensors`` if present.
+
+    ``step_loss(step)`` renders the step's batch and returns its loss; it must depend on the step only, which makes
+    a resumed run identical in data to an uninterrupted one. The checkpoint is removed when the loop finishes.
+    """
+    params = [p for m in modules.values() for p in m.parameters()]
+    groups = param_groups or [{"params": params, "weight_decay": weight_decay}]
+    optimizer = torch.optim.AdamW(groups, lr=lr)
+    checkpoint = Path(out_dir) / CHECKPOINT_NAME
+    start = load_checkpoint(checkpoint, modules) if checkpoint.is_file() else 0
+    for module in modules.values():
+        module.train()
+    bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps)
+    for step in bar:
+        set_learning_rate(optimizer, cosine_learning_rate(lr, steps, step))
+        loss = step_loss(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        if after_step is not None:
+            after_step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            save_checkpoint(checkpoint, modules, step + 1)
+    checkpoint.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ from infinite_id.world.train_clip import (
 from infinite_id.world.train_clip import (
     train_clip as run_training,
 )
+from infinite_id.world.train_utils import CHECKPOINT_NAME
 
 
 def test_fast_preprocessing_matches_the_saved_processor(tmp_path):
@@ -47,7 +48,7 @@ def test_smoke_training_and_export(tmp_path):
     for key in ("zero_shot_style", "zero_shot_background", "zero_shot_clothing_colour", "retrieval_top1_in_100"):
         assert 0.0 <= metrics[key] <= 1.0
     assert json.loads((tmp_path / "clip" / train_clip.METRICS_NAME).read_text())["metrics"] == metrics
-    assert not (tmp_path / "clip" / train_clip.CHECKPOINT_NAME).exists()
+    assert not (tmp_path / "clip" / CHECKPOINT_NAME).exists()
 
     export_towers(tmp_path / "clip", tmp_path / "base")
     clip = CLIPModel.from_pretrained(tmp_path / "clip").eval()

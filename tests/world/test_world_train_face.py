@@ -12,6 +12,7 @@ from infinite_id.world import train_face
 from infinite_id.world.dataset import sample_example
 from infinite_id.world.face_model import FaceEncoderConfig, MiniFaceEncoder, align_world_face, world_face_template
 from infinite_id.world.train_face import ArcMarginHead, FaceTrainingConfig, train_face_encoder
+from infinite_id.world.train_utils import CHECKPOINT_NAME
 
 TINY = FaceEncoderConfig(input_size=24, channels=(8, 16), embedding_dim=32)
 
@@ -55,7 +56,7 @@ def test_smoke_training_writes_a_loadable_encoder(tmp_path):
     assert saved["metrics"] == metrics and saved["training"]["steps"] == 4
     model = MiniFaceEncoder.from_pretrained(tmp_path / "face")
     assert model.config == TINY
-    assert not (tmp_path / "face" / train_face.CHECKPOINT_NAME).exists()
+    assert not (tmp_path / "face" / CHECKPOINT_NAME).exists()
 
 
 def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
@@ -71,7 +72,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, monkeypatch)
     monkeypatch.setattr(train_face, "training_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train_face_encoder(tmp_path, _tiny_config(), progress=False)
-    assert (tmp_path / train_face.CHECKPOINT_NAME).exists()
+    assert (tmp_path / CHECKPOINT_NAME).exists()
     monkeypatch.setattr(train_face, "training_batch", lambda c, s: (seen.append(s), real_batch(c, s))[1])
     train_face_encoder(tmp_path, _tiny_config(), progress=False)
     assert seen == [0, 1, 2, 2, 3]  # steps 0-1 were checkpointed; step 2 was lost and is redone

@@ -26,6 +26,7 @@ from torch import nn
 from .dataset import sample_example
 from .face_model import FaceEncoderConfig, MiniFaceEncoder, align_world_face, crops_to_tensor
 from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
+from .modeling import config_to_dict
 from .train_utils import train_loop
 
 METRICS_NAME = "metrics.json"
@@ -149,7 +150,7 @@ def train_face_encoder(
     metrics = evaluate_face_encoder(model, config.eval_identities, config.eval_photos, seed=config.seed)
     model.save_pretrained(out)
     training = asdict(config)
-    training["encoder"] = config.encoder.to_dict()
+    training["encoder"] = config_to_dict(config.encoder)
     (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": training}, indent=2) + "\n")
     return metrics
 

@@ -96,13 +96,17 @@ def test_face_encoder_embeds_and_round_trips(tmp_path):
 
 
 def test_face_encoder_refuses_bad_folders(tmp_path):
-    with pytest.raises(FileNotFoundError, match="mini face encoder"):
+    with pytest.raises(FileNotFoundError, match="infinite-id-mini-face"):
         MiniFaceEncoder.from_pretrained(tmp_path / "missing")
     MiniFaceEncoder().save_pretrained(tmp_path / "face")
     state = load_file(str(tmp_path / "face" / WEIGHTS_NAME))
     state["head.weight"] = torch.zeros(3, 3)
     save_file(state, str(tmp_path / "face" / WEIGHTS_NAME))
     with pytest.raises(ValueError, match="wrong shape"):
+        MiniFaceEncoder.from_pretrained(tmp_path / "face")
+    config = tmp_path / "face" / "config.json"
+    config.write_text(config.read_text().replace("infinite-id-mini-face", "something-else"))
+    with pytest.raises(ValueError, match="not a 'infinite-id-mini-face'"):
         MiniFaceEncoder.from_pretrained(tmp_path / "face")
 
 

@@ -53,7 +53,7 @@ def align_world_face(image: Image.Image, landmarks, size: int = 40) -> Image.Ima
 def crops_to_tensor(crops: list[Image.Image]) -> torch.Tensor:
     """PIL crops -> float tensor (B, 3, S, S) in [-1, 1]."""
     array = np.stack([np.asarray(c, dtype=np.uint8) for c in crops])
-    return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().float().div(127.5).sub(1.0)
 
 
 class MiniFaceEncoder(SavableModel):

@@ -1,0 +1,128 @@
+"""Train the miniature world's attribute classifier on freshly rendered photos of training identities.
+
+    python -m infinite_id.world.train_attributes --out infinite_id/world/weights/attributes --steps 1500
+
+Batches are a pure function of ``(seed, step)`` (resumable). Evaluation: per-attribute accuracy on photos of
+held-out identities, and the exact attribute accuracy against their captions (what the metric will measure
+on generated images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .attributes import ATTRIBUTE_VALUES, AttributeClassifier, AttributeClassifierConfig, images_to_tensor
+from .attributes import attribute_accuracy as caption_accuracy
+from .captions import parse_prompt
+from .dataset import sample_example
+from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
+from .modeling import config_to_dict
+from .train_utils import train_loop
+
+METRICS_NAME = "metrics.json"
+
+
+@dataclass
+class AttributeTrainingConfig:
+    num_identities: int = 100_000
+    steps: int = 1500
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    seed: int = 0
+    eval_images: int = 600
+    checkpoint_every: int = 250
+    classifier: AttributeClassifierConfig = AttributeClassifierConfig()
+
+
+def training_batch(config: AttributeTrainingConfig, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    rng = np.random.default_rng([config.seed, 21, step])
+    ids = rng.integers(0, min(config.num_identities, len(TRAIN_IDENTITIES)), config.batch_size).tolist()
+    examples = [sample_example(i, np.random.default_rng([config.seed, 22, step, j])) for j, i in enumerate(ids)]
+    labels = {
+        name: torch.tensor([values.index(e.labels[name]) for e in examples])
+        for name, values in ATTRIBUTE_VALUES.items()
+    }
+    return images_to_tensor([e.image for e in examples]), labels
+
+
+@torch.no_grad()
+def evaluate_attributes(model: AttributeClassifier, num_images: int = 600, seed: int = 0) -> dict[str, float]:
+    examples = [
+        sample_example(EVAL_IDENTITIES.start + i, np.random.default_rng([seed, 23, i])) for i in range(num_images)
+    ]
+    predictions = []
+    for start in range(0, num_images, 200):
+        predictions += model.predict([e.image for e in examples[start : start + 200]])
+    metrics = {
+        f"accuracy_{name}": float(
+            np.mean([p[name] == e.labels[name] for p, e in zip(predictions, examples, strict=True)])
+        )
+        for name in ATTRIBUTE_VALUES
+    }
+    scores = [caption_accuracy(p, parse_prompt(e.caption).named()) for p, e in zip(predictions, examples, strict=True)]
+    metrics["caption_attribute_accuracy"] = float(np.mean([s for s in scores if s is not None]))
+    metrics["eval_images"] = num_images
+    return metrics
+
+
+def train_attribute_classifier(
+    out_dir: str | Path, config: AttributeTrainingConfig | None = None, progress: bool = True
+) -> dict[str, float]:
+    """Train (or resume) the attribute classifier into ``out_dir``; return and save held-out metrics."""
+    config = config or AttributeTrainingConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    model = AttributeClassifier(config.classifier)
+
+    def step_loss(step: int) -> torch.Tensor:
+        pixels, labels = training_batch(config, step)
+        logits = model(pixels)
+        return sum(F.cross_entropy(logits[name], labels[name]) for name in ATTRIBUTE_VALUES)
+
+    train_loop(
+        out,
+        {"model": model},
+        step_loss,
+        config.steps,
+        config.lr,
+        weight_decay=config.weight_decay,
+        checkpoint_every=config.checkpoint_every,
+        max_grad_norm=5.0,
+        desc="attribute classifier",
+        progress=progress,
+    )
+    metrics = evaluate_attributes(model, config.eval_images, seed=config.seed)
+    model.save_pretrained(out)
+    training = asdict(config)
+    training["classifier"] = config_to_dict(config.classifier)
+    (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": training}, indent=2) + "\n")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the miniature world's attribute classifier.")
+    parser.add_argument("--out", required=True, help="output folder")
+    defaults = AttributeTrainingConfig()
+    names = [f.name for f in dataclasses.fields(AttributeTrainingConfig) if f.name != "classifier"]
+    for name in names:
+        kind = float if isinstance(getattr(defaults, name), float) else int
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name))
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = AttributeTrainingConfig(**{name: getattr(args, name) for name in names})
+    print(json.dumps(train_attribute_classifier(args.out, config), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -95,10 +95,11 @@ class ResidualBlock(nn.Module):
 
 
 class ResidualBackbone(nn.Module):
-    """Stem at full resolution, then one downsampling residual block per extra width; pooled to a 2x2 grid, so
-    the features keep coarse layout (a hat is at the top, a necklace at the bottom)."""
+    """Stem at full resolution, then one downsampling residual block per extra width; pooled to a ``grid`` x
+    ``grid`` map (2 by default), so the features keep coarse layout (a hat is at the top, a necklace at the
+    bottom)."""
 
-    def __init__(self, channels: tuple[int, ...]) -> None:
+    def __init__(self, channels: tuple[int, ...], grid: int = 2) -> None:
         super().__init__()
         if len(channels) < 2:
             raise ValueError(f"need at least two widths, got {channels}")
@@ -106,9 +107,10 @@ class ResidualBackbone(nn.Module):
             nn.Conv2d(3, channels[0], 3, 1, 1, bias=False), nn.BatchNorm2d(channels[0]), nn.ReLU()
         )
         self.blocks = nn.Sequential(*[ResidualBlock(a, b, 2) for a, b in zip(channels, channels[1:], strict=False)])
-        self.out_features = channels[-1] * 4
+        self.grid = grid
+        self.out_features = channels[-1] * grid * grid
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         if pixels.ndim != 4 or pixels.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(pixels.shape)}")
-        return F.adaptive_avg_pool2d(self.blocks(self.stem(pixels)), 2).flatten(1)
+        return F.adaptive_avg_pool2d(self.blocks(self.stem(pixels)), self.grid).flatten(1)

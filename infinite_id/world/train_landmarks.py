@@ -1,0 +1,154 @@
+"""Train the miniature world's face detector (five landmarks + face presence) on renders.
+
+    python -m infinite_id.world.train_landmarks --out infinite_id/world/weights/landmarks --steps 1500
+
+One photo in ten of a batch is a face-free scene in a random style (the negatives). Batches are a pure function
+of ``(seed, step)`` (resumable). Evaluation on held-out identities: mean landmark error in pixels and
+normalised by the inter-ocular distance, and face/no-face accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .attributes import images_to_tensor
+from .backgrounds import draw_background
+from .dataset import sample_example
+from .factors import BACKGROUNDS, EVAL_IDENTITIES, STYLES, TRAIN_IDENTITIES, Nuisance
+from .landmarks import LandmarkDetector, LandmarkDetectorConfig
+from .modeling import config_to_dict
+from .styles import apply_lighting, apply_style
+from .train_utils import train_loop
+
+METRICS_NAME = "metrics.json"
+
+
+@dataclass
+class LandmarkTrainingConfig:
+    num_identities: int = 100_000
+    steps: int = 1500
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    negative_fraction: float = 0.1
+    seed: int = 0
+    eval_images: int = 400
+    checkpoint_every: int = 250
+    detector: LandmarkDetectorConfig = LandmarkDetectorConfig()
+
+
+def face_free_scene(rng: np.random.Generator, size: int = 64) -> Image.Image:
+    """A background alone, lit and styled like a photo of the world: a negative for the detector."""
+    name = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    style = STYLES[int(rng.integers(len(STYLES)))]
+    nuisance = Nuisance.sample(rng)
+    pixels = np.asarray(draw_background(name, size, rng), dtype=np.float32) / 255.0
+    zeros = np.zeros(pixels.shape[:2], np.float32)
+    pixels = apply_lighting(pixels, zeros, np.array([size / 2, size / 2]), size / 4, nuisance)
+    return apply_style(pixels, style, rng)
+
+
+def _fractions(landmarks, size: int) -> np.ndarray:
+    return (np.asarray(landmarks, dtype=np.float32) + 0.5) / size
+
+
+def training_batch(config: LandmarkTrainingConfig, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images, target landmarks (B, 5, 2) as fractions of the side, and face labels (1 = face)."""
+    rng = np.random.default_rng([config.seed, 31, step])
+    ids = rng.integers(0, min(config.num_identities, len(TRAIN_IDENTITIES)), config.batch_size).tolist()
+    negative = rng.uniform(size=config.batch_size) < config.negative_fraction
+    images, targets = [], np.zeros((config.batch_size, 5, 2), np.float32)
+    for j, identity_id in enumerate(ids):
+        photo_rng = np.random.default_rng([config.seed, 32, step, j])
+        if negative[j]:
+            images.append(face_free_scene(photo_rng))
+        else:
+            example = sample_example(identity_id, photo_rng)
+            images.append(example.image)
+            targets[j] = _fractions(example.layout.landmarks, example.image.size[0])
+    return images_to_tensor(images), torch.from_numpy(targets), torch.from_numpy((~negative).astype(np.float32))
+
+
+def landmark_loss(model: LandmarkDetector, pixels, targets, is_face) -> torch.Tensor:
+    points, logits = model(pixels)
+    per_face = F.smooth_l1_loss(points, targets, reduction="none", beta=0.02).mean(dim=(1, 2))
+    location = (per_face * is_face).sum() / is_face.sum().clamp_min(1.0)
+    return 50.0 * location + F.binary_cross_entropy_with_logits(logits, is_face)
+
+
+@torch.no_grad()
+def evaluate_landmarks(model: LandmarkDetector, num_images: int = 400, seed: int = 0) -> dict[str, float]:
+    examples = [
+        sample_example(EVAL_IDENTITIES.start + i, np.random.default_rng([seed, 33, i])) for i in range(num_images)
+    ]
+    negatives = [face_free_scene(np.random.default_rng([seed, 34, i])) for i in range(num_images // 4)]
+    found = model.detect([e.image for e in examples])
+    truth = np.stack([np.asarray(e.layout.landmarks) for e in examples])
+    predicted = np.stack([f.landmarks for f in found])
+    error = np.linalg.norm(predicted - truth, axis=2).mean(axis=1)
+    inter_ocular = np.linalg.norm(truth[:, 0] - truth[:, 1], axis=1)
+    empty = model.detect(negatives)
+    return {
+        "mean_error_px": float(error.mean()),
+        "normalised_mean_error": float((error / inter_ocular).mean()),
+        "face_recall": float(np.mean([f.face_probability > 0.5 for f in found])),
+        "no_face_accuracy": float(np.mean([f.face_probability <= 0.5 for f in empty])),
+        "eval_images": num_images,
+    }
+
+
+def train_landmark_detector(
+    out_dir: str | Path, config: LandmarkTrainingConfig | None = None, progress: bool = True
+) -> dict[str, float]:
+    """Train (or resume) the detector into ``out_dir``; return and save held-out metrics."""
+    config = config or LandmarkTrainingConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    model = LandmarkDetector(config.detector)
+    train_loop(
+        out,
+        {"model": model},
+        lambda step: landmark_loss(model, *training_batch(config, step)),
+        config.steps,
+        config.lr,
+        weight_decay=config.weight_decay,
+        checkpoint_every=config.checkpoint_every,
+        max_grad_norm=5.0,
+        desc="face detector",
+        progress=progress,
+    )
+    metrics = evaluate_landmarks(model, config.eval_images, seed=config.seed)
+    model.save_pretrained(out)
+    training = asdict(config)
+    training["detector"] = config_to_dict(config.detector)
+    (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": training}, indent=2) + "\n")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the miniature world's face detector (landmarks).")
+    parser.add_argument("--out", required=True, help="output folder")
+    defaults = LandmarkTrainingConfig()
+    names = [f.name for f in dataclasses.fields(LandmarkTrainingConfig) if f.name != "detector"]
+    for name in names:
+        kind = float if isinstance(getattr(defaults, name), float) else int
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name))
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = LandmarkTrainingConfig(**{name: getattr(args, name) for name in names})
+    print(json.dumps(train_landmark_detector(args.out, config), indent=2))
+
+
+if __name__ == "__main__":
+    main()

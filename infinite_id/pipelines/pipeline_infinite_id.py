@@ -44,7 +44,8 @@ from ..attention_processors import (
     processor_module_list,
     uninstall_processors,
 )
-from ..faces.base import FaceEncoderInfo
+from ..faces.base import FaceEncoderInfo, IdentityCrop, check_compatible
+from ..faces.precomputed import load_embeddings
 from ..identity import IdentityEncoder, IdentityFeatures, MultiImageMode, combine_tokens
 from ..models.projectors import IdentityProjection, IdentityProjectionConfig
 from ..prompts import names_style
@@ -358,8 +359,6 @@ class InfiniteIDPipeline:
 
     @staticmethod
     def _check_face_analyzer(metadata: AdapterMetadata, analyzer) -> None:
-        from ..faces.base import check_compatible
-
         check_compatible(metadata.face_encoder, analyzer.info)
 
     # ------------------------------------------------------------------ identity
@@ -368,20 +367,40 @@ class InfiniteIDPipeline:
 
         return load_image(image)
 
+    def _analyze(self, image: ImageInput, face_index: int | None) -> IdentityCrop:
+        if self.face_analyzer is None:
+            raise ValueError(
+                "no face analyzer is set: call pipe.set_face_analyzer(get_face_analyzer(...)) or pass face_embeds "
+                "computed by the adapter's face encoder"
+            )
+        return self.face_analyzer.identity(image, face_index=face_index)
+
+    def _load_face_embeds(self, face_embeds) -> torch.Tensor:
+        """Rows of face embeddings from an array, a tensor, or a ``.npy``/``.safetensors`` file."""
+        if isinstance(face_embeds, (str, os.PathLike)):
+            array, file_metadata, _ = load_embeddings(face_embeds)
+            if {"backend", "model", "dim"} <= set(file_metadata):
+                check_compatible(self.adapter_metadata.face_encoder, FaceEncoderInfo.from_dict(file_metadata))
+            return torch.as_tensor(array)
+        array = torch.as_tensor(np.asarray(face_embeds, dtype=np.float32))
+        return array.reshape(1, -1) if array.ndim == 1 else array
+
     @torch.no_grad()
     def encode_identity(
         self,
-        id_images: ImageInput | Sequence[ImageInput] | None = None,
-        face_embeds: np.ndarray | torch.Tensor | None = None,
+        id_images: ImageInput | IdentityCrop | Sequence[ImageInput | IdentityCrop] | None = None,
+        face_embeds: np.ndarray | torch.Tensor | str | os.PathLike | None = None,
         id_features: IdentityFeatures | None = None,
         face_index: int | None = None,
         multi_image: MultiImageMode = "concat",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """ID tokens ``(cond, uncond)``, each ``(1, tokens, cross_attention_dim)``.
 
-        Give reference photos (with a face analyzer set, faces are detected, aligned and embedded), or photos
-        that are already aligned face crops together with their ``face_embeds`` (one row per photo), or cached
-        ``id_features``. Several photos of one person are merged by ``multi_image``.
+        Give reference photos (paths, PIL images or arrays; with a face analyzer set, faces are detected, aligned
+        and embedded; ``face_index`` picks a face other than the largest), ``IdentityCrop`` objects from
+        ``infinite_id.faces``, or photos that are already aligned face crops together with their ``face_embeds``
+        (an array with one row per photo, or a ``.npy``/``.safetensors`` file), or cached ``id_features``.
+        Several photos of one person are merged by ``multi_image``.
         """
         encoder = self.identity_encoder
         if id_features is None:
@@ -391,21 +410,21 @@ class InfiniteIDPipeline:
                     "(with face_embeds when no face analyzer is set), id_features or id_tokens"
                 )
             images = list(id_images) if isinstance(id_images, (list, tuple)) else [id_images]
-            if face_embeds is None:
-                if self.face_analyzer is None:
-                    raise ValueError(
-                        "no face analyzer is set: call pipe.set_face_analyzer(get_face_analyzer(...)) or pass "
-                        "face_embeds computed by the adapter's face encoder"
-                    )
-                crops, embeds = [], []
+            crops, embeds = [], []
+            if face_embeds is not None:
+                face_rows = self._load_face_embeds(face_embeds)
+                if face_rows.shape[0] != len(images):
+                    raise ValueError(f"{face_rows.shape[0]} face embeddings for {len(images)} reference photos")
+                crops = [self._load_image(image) for image in images]
+                embeds = list(face_rows)
+            else:
                 for image in images:
-                    found = self.face_analyzer.identity(image, face_index=face_index)
+                    found = image if isinstance(image, IdentityCrop) else self._analyze(image, face_index)
+                    if found.info is not None:
+                        check_compatible(self.adapter_metadata.face_encoder, found.info)
                     crops.append(found.clip_crop)
                     embeds.append(torch.as_tensor(np.asarray(found.embedding, dtype=np.float32)))
-                face = torch.stack(embeds)
-            else:
-                crops = [self._load_image(image) for image in images]
-                face = torch.as_tensor(np.asarray(face_embeds, dtype=np.float32)).reshape(len(crops), -1)
+            face = torch.stack([torch.as_tensor(e) for e in embeds])
             id_features = encoder.features(crops, face)
         expected = self.adapter_metadata.face_encoder.dim
         if id_features.face_embeds.shape[-1] != expected:
@@ -451,8 +470,8 @@ class InfiniteIDPipeline:
         prompt: str | list[str],
         negative_prompt: str | list[str] | None = None,
         *,
-        id_images: ImageInput | Sequence[ImageInput] | None = None,
-        face_embeds: np.ndarray | torch.Tensor | None = None,
+        id_images: ImageInput | IdentityCrop | Sequence[ImageInput | IdentityCrop] | None = None,
+        face_embeds: np.ndarray | torch.Tensor | str | os.PathLike | None = None,
         id_features: IdentityFeatures | None = None,
         id_tokens: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
         face_index: int | None = None,

@@ -280,7 +280,7 @@ def time_interleaved(
     """Step times of ``(variant, option)`` entries measured round-robin in one process, so that a change in the
     machine's load during the run hits every entry alike (the ratios stay fair on a shared CPU)."""
     models: dict[tuple[bool, str], Any] = {}
-    ready: dict[tuple[str, str], tuple[Any, dict[str, Any], Any]] = {}
+    ready: dict[tuple[str, str], tuple[Any, dict[str, Any], str]] = {}
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for variant, option in entries:
         structural = option if option in STRUCTURAL_OPTIONS else "default"
@@ -295,20 +295,19 @@ def time_interleaved(
             inputs, rows = prepare_variant(unet, variant, kind, batch, size, device, dtype)
             if structural == "channels-last":
                 inputs["sample"] = inputs["sample"].contiguous(memory_format=torch.channels_last)
-            context = _option_context(option)
             start = time.perf_counter()
-            with torch.no_grad(), context:
+            with torch.no_grad(), _option_context(option):
                 for _ in range(warmup):
                     model(**inputs)
             _sync(device)
             out[(variant, option)] = {"rows": rows, "warmup_s": time.perf_counter() - start, "times": []}
-            ready[(variant, option)] = (model, inputs, context)
+            ready[(variant, option)] = (model, inputs, option)
         except Exception as exc:  # noqa: BLE001 - a backend that cannot run here is a result, not a crash
             out[(variant, option)] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
     with torch.no_grad():
         for _ in range(repeats):
-            for entry, (model, inputs, context) in ready.items():
-                with context:
+            for entry, (model, inputs, option) in ready.items():
+                with _option_context(option):  # a fresh context each time: sdpa_kernel() is single-use
                     _sync(device)
                     start = time.perf_counter()
                     model(**inputs)
@@ -480,7 +479,7 @@ def main(argv: list[str] | None = None) -> str | None:
     torch.set_num_threads(args.threads)
     variants = args.variants.split(",")
     results = []
-    for batch in [int(b) for b in args.batch_sizes.split(",")]:
+    for batch in [int(b) for b in args.batch_sizes.split(",") if b.strip()]:
         timings = time_interleaved(
             [(v, "default") for v in variants], kind, batch, size, device, dtype_t, repeats, warmup
         )

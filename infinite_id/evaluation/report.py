@@ -174,7 +174,10 @@ def plot_tradeoff(points: Sequence[dict[str, Any]], path: str | Path) -> Path | 
     """ID similarity (y) against CLIP-T (x), one line per method, each point labelled with its ID scale."""
     if not points:
         return None
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError("the trade-off plot needs matplotlib: pip install 'infinite-id[eval]'") from exc
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

@@ -4,17 +4,41 @@ from __future__ import annotations
 
 import typer
 
+HELP = """\
+Infinite-ID: put the person from one photo into any scene or style a prompt describes, keeping the face
+(identity-preserved personalization, ECCV 2024).
+
+\b
+Start here (offline, no model download):
+  infinite-id info                         versions, devices, face models found
+  infinite-id faces examples/astronaut.jpg the faces in a photo (--face-index)
+  infinite-id generate --ref examples/astronaut.jpg \\
+      --prompt "a photo of a woman wearing a yellow sweater, on the beach" \\
+      --out outputs/                       PNGs with their settings inside
+  infinite-id serve                        web UI on http://127.0.0.1:7860
+
+Without --model, generate and serve use the default model. Until the miniature model ships, that is a smoke model
+with random weights: it runs everything offline, but its images are noise. Real images need a base model and an
+adapter: --model and --adapter (docs/cli.md). Train an adapter with `train`, measure it with `eval`, time the
+pipeline with `bench`. `infinite-id COMMAND --help` explains each command.
+"""
+
 app = typer.Typer(
     name="infinite-id",
-    help="Infinite-ID: generate a person from one photo and a prompt, keeping the face and following the text.",
+    help=HELP,
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 # Sub-commands register themselves on import (one line per module below).
 from . import bench as _bench  # noqa: F401,E402
 from . import eval as _eval  # noqa: F401,E402
 from . import faces as _faces  # noqa: F401,E402
+from . import generate as _generate  # noqa: F401,E402
+from . import info as _info  # noqa: F401,E402
+from . import serve as _serve  # noqa: F401,E402
 from . import train as _train  # noqa: F401,E402
 
 

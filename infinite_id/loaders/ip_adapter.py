@@ -337,6 +337,7 @@ def load_ip_adapter(
     shortcut_scale: float = 1.0,
     lora: LoRAMode = "fuse",
     lora_scale: float = 1.0,
+    name: str | None = None,
 ) -> IPAdapterInfo:
     """Load IP-Adapter-family weights into ``pipe`` as its identity adapter.
 
@@ -350,8 +351,9 @@ def load_ip_adapter(
             crops the face), which must then be set first.
         shortcut: FaceID-Plus only: ``True`` for PlusV2, ``False`` for V1. Default: from the file name ("v2").
         lora: what to do with FaceID LoRA weights: ``"fuse"`` into the UNet (both streams), ``"skip"``, ``"error"``.
+        name: the file name to report (and to tell PlusV2 by) when state dicts are given.
     """
-    source = "state dict" if isinstance(path_or_state, tuple) else str(path_or_state)
+    source = name or ("state dict" if isinstance(path_or_state, tuple) else str(path_or_state))
     image_proj, ip = path_or_state if isinstance(path_or_state, tuple) else read_ip_adapter_file(path_or_state)
     kind = detect_ip_adapter_kind(image_proj)
     if shortcut is None:

@@ -1,0 +1,253 @@
+"""``infinite-id generate``: a reference photo + prompts -> PNGs of that person, with their settings inside."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import typer
+
+from . import app
+
+EPILOG = """\
+\b
+Examples:
+  # offline, default model
+  infinite-id generate --ref examples/astronaut.jpg \\
+      --prompt "a photo of a woman wearing a yellow sweater, on the beach"
+  # two styles x three seeds, text stream saved beside each image
+  infinite-id generate --ref me.jpg --prompt "a man" --style comic \\
+      --style ghibli --seed 1-3 --also-text-stream
+  # a real SDXL model with an Infinite-ID adapter
+  infinite-id generate --ref me.jpg --prompts-file prompts.txt \\
+      --model stabilityai/stable-diffusion-xl-base-1.0 \\
+      --adapter infinite_id_adapter.safetensors \\
+      --image-encoder path/to/clip-vit-h --device cuda
+  # an IP-Adapter-FaceID-PlusV2 file you already have
+  infinite-id generate --ref face.jpg --prompt "a woman in anime style" \\
+      --model path/to/stable-diffusion-v1-5 \\
+      --adapter ip-adapter-faceid-plusv2_sd15.bin \\
+      --image-encoder path/to/models/image_encoder --face-model buffalo_l
+
+Without --model the default model runs. Until the miniature model ships, that is the random-weight smoke model: it
+runs offline in seconds, but its images are noise.
+"""
+
+
+def parse_seeds(text: str | None) -> list[int]:
+    """``"7"``, ``"1,2,5"``, ``"0-3"`` (inclusive) or ``"random"``/``None`` (one random seed)."""
+    if text is None or text.strip().lower() == "random":
+        return [random.randrange(2**31)]
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                start, end = (int(x) for x in part.split("-", 1))
+                if end < start or end - start >= 1000:
+                    raise ValueError
+                seeds.extend(range(start, end + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise typer.BadParameter(
+                f"{part!r} is not a seed: use 7, 1,2,5, 0-3 or random", param_hint="--seed"
+            ) from None
+    if not seeds or any(s < 0 or s >= 2**63 for s in seeds):
+        raise typer.BadParameter("seeds must be whole numbers from 0 to 2**63 - 1", param_hint="--seed")
+    return seeds
+
+
+def parse_size(text: str | None) -> tuple[int | None, int | None]:
+    """``"1024"`` (square) or ``"WIDTHxHEIGHT"``; ``None``: the model's default."""
+    if text is None:
+        return None, None
+    try:
+        if "x" in text.lower():
+            width, height = (int(x) for x in text.lower().split("x", 1))
+        else:
+            width = height = int(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: use 1024 or WIDTHxHEIGHT such as 832x1216", param_hint="--size") from None
+    if not (8 <= width <= 4096 and 8 <= height <= 4096):
+        raise typer.BadParameter(f"{text!r}: each side must be 8 to 4096 pixels", param_hint="--size")
+    return width, height
+
+
+def read_prompts(prompts: list[str], prompts_file: Path | None) -> list[str]:
+    collected = [p.strip() for p in prompts]
+    if any(not p for p in collected):
+        raise typer.BadParameter("a prompt is empty", param_hint="--prompt")
+    if prompts_file is not None:
+        if not prompts_file.is_file():
+            raise typer.BadParameter(f"{prompts_file} does not exist", param_hint="--prompts-file")
+        try:
+            lines = prompts_file.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise typer.BadParameter(f"{prompts_file} is not UTF-8 text", param_hint="--prompts-file") from None
+        from_file = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not from_file:
+            raise typer.BadParameter(f"{prompts_file} holds no prompt", param_hint="--prompts-file")
+        collected += from_file
+    if not collected:
+        raise typer.BadParameter("give --prompt TEXT (repeatable) or --prompts-file FILE", param_hint="--prompt")
+    return collected
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"Error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+@app.command("generate", epilog=EPILOG)
+def generate_command(
+    ref: list[Path] = typer.Option(
+        [], "--ref", "-r", help="Reference photo of the person (repeat for several photos of the same person)."
+    ),
+    embedding: Path | None = typer.Option(
+        None,
+        "--embedding",
+        help="Precomputed face embedding (.npy/.safetensors) instead of running a face model; --ref then only "
+        "feeds the CLIP branch (crop it to the face).",
+    ),
+    face_index: int | None = typer.Option(
+        None, "--face-index", help="Which face when a photo has several (0 = largest; `infinite-id faces` lists them)."
+    ),
+    prompt: list[str] = typer.Option([], "--prompt", "-p", help="Prompt (repeatable)."),
+    prompts_file: Path | None = typer.Option(None, "--prompts-file", help="Text file, one prompt per line."),
+    negative_prompt: str | None = typer.Option(None, "--negative-prompt", "-n", help="Negative prompt."),
+    style: list[str] = typer.Option(
+        [],
+        "--style",
+        help="Style preset appended to each prompt (repeatable): none, comic, disney, oil-painting, ghibli, ukiyo-e, "
+        "watercolor, anime.",
+    ),
+    seed: str | None = typer.Option(None, "--seed", "-s", help="Seed(s): 7, 1,2,5 or 0-3. Default: one random seed."),
+    steps: int = typer.Option(30, "--steps", help="Denoising steps (the paper: 30)."),
+    guidance: float = typer.Option(5.0, "--guidance", help="Classifier-free guidance scale (the paper: 5)."),
+    id_scale: float = typer.Option(1.0, "--id-scale", help="Weight of the identity (0 = base model)."),
+    adain: str = typer.Option(
+        "auto", "--adain", help="AdaIN-mean: auto (on when the prompt names a style), mean, off, full (ablation)."
+    ),
+    self_attention: str = typer.Option(
+        "mixed", "--self-attention", help="mixed (the paper), mutual or independent (ablations)."
+    ),
+    multi_image: str = typer.Option("concat", "--multi-image", help="Several --ref photos: concat (paper) or mean."),
+    size: str | None = typer.Option(None, "--size", help="1024 or WIDTHxHEIGHT. Default: the model's."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Base model: diffusers folder or hub id (SDXL or SD 1.5). Default: see below."
+    ),
+    adapter: str | None = typer.Option(
+        None, "--adapter", "-a", help="Infinite-ID adapter (.safetensors) or IP-Adapter face file (.bin/.safetensors)."
+    ),
+    image_encoder: str | None = typer.Option(
+        None, "--image-encoder", help="CLIP vision model folder or hub id, if the base model folder has none."
+    ),
+    face_backend: str = typer.Option("auto", "--face-backend", help="auto, insightface or dlib."),
+    face_model: str | None = typer.Option(None, "--face-model", help="insightface pack (buffalo_l, antelopev2, ...)."),
+    face_model_dir: str | None = typer.Option(None, "--face-model-dir", help="Folder with the face model files."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on GPU), float32, float16, bfloat16."),
+    out: Path = typer.Option(
+        Path("outputs"), "--out", "-o", help="Output folder (created; files are never replaced)."
+    ),
+    also_text_stream: bool = typer.Option(
+        False, "--also-text-stream", help="Also save the text stream's image (the prompt without the person)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Generate the person in REF as each prompt describes: one PNG per prompt, style and seed.
+
+    Each PNG carries its prompt, seed and settings in its metadata (PNG text 'parameters' and 'infinite_id').
+    """
+    from rich.console import Console
+
+    from ..generation import ADAIN_CHOICES, SELF_ATTENTION_CHOICES, STYLE_PRESETS, GenerationSettings
+
+    console = Console(stderr=True)
+    # 1. Arguments, all checked before anything is loaded.
+    if not ref and embedding is None:
+        raise typer.BadParameter("give the person: --ref PHOTO (or --embedding FILE)", param_hint="--ref")
+    for path in ref:
+        if not path.is_file():
+            raise typer.BadParameter(f"{path} does not exist or is not a file", param_hint="--ref")
+    if embedding is not None and not embedding.is_file():
+        raise typer.BadParameter(f"{embedding} does not exist", param_hint="--embedding")
+    if embedding is not None and len(ref) > 1:
+        raise typer.BadParameter("--embedding describes one photo: give at most one --ref", param_hint="--embedding")
+    prompts = read_prompts(prompt, prompts_file)
+    styles = [s.strip().lower() for s in style] or [None]
+    for s in styles:
+        if s not in (None, "none", *STYLE_PRESETS):
+            raise typer.BadParameter(f"{s!r}: choose none, {', '.join(STYLE_PRESETS)}", param_hint="--style")
+    seeds = parse_seeds(seed)
+    width, height = parse_size(size)
+    if adain not in ADAIN_CHOICES:
+        raise typer.BadParameter(f"{adain!r}: choose {', '.join(ADAIN_CHOICES)}", param_hint="--adain")
+    if self_attention not in SELF_ATTENTION_CHOICES:
+        raise typer.BadParameter(f"choose {', '.join(SELF_ATTENTION_CHOICES)}", param_hint="--self-attention")
+    if multi_image not in ("concat", "mean"):
+        raise typer.BadParameter(f"{multi_image!r}: choose concat or mean", param_hint="--multi-image")
+    if face_backend not in ("auto", "insightface", "dlib"):
+        raise typer.BadParameter(f"{face_backend!r}: choose auto, insightface or dlib", param_hint="--face-backend")
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file, not a folder", param_hint="--out")
+    jobs = [
+        GenerationSettings(
+            prompt=p, negative_prompt=negative_prompt, style=s, seed=sd, steps=steps, guidance=guidance,
+            id_scale=id_scale, adain=adain, self_attention=self_attention, height=height, width=width,
+        )
+        for p in prompts for s in styles for sd in seeds
+    ]  # fmt: skip
+    for job in jobs:
+        try:
+            job.check()
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    # 2. Model, face analyzer and the identity (once for all images).
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from ..generation import USER_ERRORS, open_generator, save_result
+
+    try:
+        with console.status("loading the model and the face analyzer"):
+            generator = open_generator(
+                model, adapter, image_encoder=image_encoder, face_backend=face_backend, face_model=face_model,
+                face_model_dir=face_model_dir, embedding=str(embedding) if embedding else None, device=device,
+                dtype=dtype,
+            )  # fmt: skip
+        if generator.model.warning:
+            console.print(f"[bold yellow]WARNING:[/] {generator.model.warning}")
+        console.print(f"model: {generator.model.description}; face encoder: {generator.analyzer.info.describe()}")
+        sources = list(ref)
+        if not sources:  # an embedding alone: only families that read no CLIP can do without a photo
+            if getattr(generator.pipe.identity_encoder, "clip_input", "hidden") != "none":
+                raise _fail("this model's identity encoder reads the face photo too: add --ref PHOTO (the face)")
+            from PIL import Image
+
+            sources = [Image.new("RGB", (224, 224), (128, 128, 128))]
+        identity = generator.identity(sources, face_index, multi_image=multi_image)
+    except USER_ERRORS as exc:
+        raise _fail(str(exc)) from exc
+
+    # 3. Images.
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    written: list[Path] = []
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=quiet) as progress:
+        task = progress.add_task("generating", total=len(jobs) * steps)
+        for number, job in enumerate(jobs, 1):
+            progress.update(task, description=f"image {number}/{len(jobs)} (seed {job.seed})")
+            try:
+                result = generator.generate(
+                    identity, job, text_stream=also_text_stream, on_step=lambda _: progress.advance(task)
+                )
+            except USER_ERRORS as exc:
+                raise _fail(str(exc)) from exc
+            written += save_result(result, out)
+    for path in written:
+        typer.echo(str(path))

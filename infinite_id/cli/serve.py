@@ -1,0 +1,55 @@
+"""``infinite-id serve``: the web UI (Gradio) on this machine."""
+
+from __future__ import annotations
+
+import typer
+
+from . import app
+
+
+@app.command("serve")
+def serve_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 exposes it to your network)."),
+    port: int = typer.Option(7860, "--port", help="Port (0: pick a free one)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Base model folder or hub id. Default: see `info`."),
+    adapter: str | None = typer.Option(None, "--adapter", "-a", help="Infinite-ID adapter or IP-Adapter face file."),
+    image_encoder: str | None = typer.Option(None, "--image-encoder", help="CLIP vision model folder or hub id."),
+    face_backend: str = typer.Option("auto", "--face-backend", help="auto, insightface or dlib."),
+    face_model: str | None = typer.Option(None, "--face-model", help="insightface pack (buffalo_l, antelopev2, ...)."),
+    face_model_dir: str | None = typer.Option(None, "--face-model-dir", help="Folder with the face model files."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, float16, bfloat16."),
+    concurrency: int = typer.Option(1, "--concurrency", help="Generations run at the same time (one per GPU)."),
+    max_queue: int = typer.Option(8, "--max-queue", help="Requests waiting at most; more are refused politely."),
+    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest photo accepted, in MB."),
+    max_steps: int = typer.Option(50, "--max-steps", help="Most denoising steps a visitor may ask for."),
+) -> None:
+    """Start the web UI: upload photos, pick the face, write a prompt, see text and identity streams side by side."""
+    from ..generation import USER_ERRORS, open_generator
+    from ..webui import ServeLimits, build_app, launch
+
+    if not 1 <= concurrency <= 64:
+        raise typer.BadParameter("use 1 to 64", param_hint="--concurrency")
+    if not 0 <= max_queue <= 10_000:
+        raise typer.BadParameter("use 0 to 10000", param_hint="--max-queue")
+    if not 0 < max_upload_mb <= 200:
+        raise typer.BadParameter("use a size above 0 and at most 200 MB", param_hint="--max-upload-mb")
+    if not 1 <= max_steps <= 1000:
+        raise typer.BadParameter("use 1 to 1000", param_hint="--max-steps")
+    if not 0 <= port <= 65535:
+        raise typer.BadParameter("use 0 to 65535", param_hint="--port")
+    try:
+        generator = open_generator(
+            model, adapter, image_encoder=image_encoder, face_backend=face_backend, face_model=face_model,
+            face_model_dir=face_model_dir, device=device, dtype=dtype,
+        )  # fmt: skip
+    except USER_ERRORS as exc:
+        typer.secho(f"Error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    if generator.model.warning:
+        typer.secho(f"WARNING: {generator.model.warning}", fg=typer.colors.YELLOW, err=True)
+    limits = ServeLimits(
+        concurrency=concurrency, max_queue=max_queue, max_upload_bytes=int(max_upload_mb * 1e6), max_steps=max_steps
+    )
+    demo = build_app(generator, limits)
+    launch(demo, limits, host=host, port=port, block=True)

@@ -1,0 +1,327 @@
+"""One generation session for the command line and the web UI: choose the model and face analyzer, turn reference
+photos into ID tokens once, generate per prompt and seed, and save PNGs that say how they were made.
+
+Both interfaces go through :func:`open_generator` and :class:`Generator`, so they accept the same inputs and
+refuse bad ones with the same messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from . import __version__
+from .defaults import LoadedModel, load_model, resolve_default_model, resolve_device
+
+__all__ = [
+    "STYLE_PRESETS",
+    "USER_ERRORS",
+    "GenerationResult",
+    "GenerationSettings",
+    "Generator",
+    "Identity",
+    "apply_style",
+    "open_generator",
+    "save_result",
+]
+
+#: What a person can cause and should read as one sentence (bad photo, no face, wrong file, unknown model...).
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError)
+
+#: The styles of the paper's figures (paper-spec section 3.5), as phrases appended to the prompt.
+STYLE_PRESETS: dict[str, str] = {
+    "comic": "in comic book style",
+    "disney": "in Disney cartoon style",
+    "oil-painting": "in oil painting style",
+    "ghibli": "in Ghibli animation style",
+    "ukiyo-e": "in Ukiyo-e Painting style",
+    "watercolor": "in watercolor painting style",
+    "anime": "in anime style",
+}
+ADAIN_CHOICES = ("auto", "mean", "off", "full")
+SELF_ATTENTION_CHOICES = ("mixed", "mutual", "independent")
+
+
+def apply_style(prompt: str, style: str | None) -> str:
+    """``prompt`` with a style preset's phrase appended (``None``/``"none"``: unchanged)."""
+    if style in (None, "", "none"):
+        return prompt
+    if style not in STYLE_PRESETS:
+        raise ValueError(f"unknown style {style!r}: choose none or one of {', '.join(STYLE_PRESETS)}")
+    return f"{prompt.rstrip(' ,.')}, {STYLE_PRESETS[style]}"
+
+
+@dataclass
+class GenerationSettings:
+    """Everything that decides one image, besides the model and the identity (stored in the PNG)."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    style: str | None = None
+    seed: int = 0
+    steps: int = 30
+    guidance: float = 5.0
+    id_scale: float = 1.0
+    adain: str = "auto"
+    self_attention: str = "mixed"
+    height: int | None = None
+    width: int | None = None
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first bad setting."""
+        if not self.prompt or not self.prompt.strip():
+            raise ValueError("the prompt is empty")
+        if self.steps < 1 or self.steps > 1000:
+            raise ValueError(f"steps must be between 1 and 1000, got {self.steps}")
+        if not 0.0 <= self.guidance <= 50.0:
+            raise ValueError(f"guidance must be between 0 and 50, got {self.guidance}")
+        if not 0.0 <= self.id_scale <= 5.0:
+            raise ValueError(f"ID scale must be between 0 and 5, got {self.id_scale}")
+        if self.adain not in ADAIN_CHOICES:
+            raise ValueError(f"AdaIN must be one of {', '.join(ADAIN_CHOICES)}, got {self.adain!r}")
+        if self.self_attention not in SELF_ATTENTION_CHOICES:
+            raise ValueError(f"self-attention must be one of {', '.join(SELF_ATTENTION_CHOICES)}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
+        apply_style(self.prompt, self.style)
+        for name, value in (("height", self.height), ("width", self.width)):
+            if value is not None and not 8 <= value <= 4096:
+                raise ValueError(f"{name} must be between 8 and 4096 pixels, got {value}")
+
+    @property
+    def full_prompt(self) -> str:
+        return apply_style(self.prompt, self.style)
+
+
+@dataclass
+class Identity:
+    """The reference person: the face crops used and the ID tokens ``(cond, uncond)``."""
+
+    sources: list[str]
+    crops: list[Image.Image]
+    tokens: tuple[torch.Tensor, torch.Tensor]
+    face_encoder: str
+
+
+@dataclass
+class GenerationResult:
+    image: Image.Image
+    text_image: Image.Image | None
+    settings: GenerationSettings
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Generator:
+    """A loaded model and face analyzer, ready to generate."""
+
+    def __init__(self, model: LoadedModel, analyzer: Any) -> None:
+        self.model = model
+        self.analyzer = analyzer
+        self.pipe = model.pipe
+        self.pipe.set_progress_bar_config(disable=True)
+
+    # -------------------------------------------------------------- identity
+    def find_faces(self, image: Any) -> list:
+        """The faces in a photo, largest first (``DetectedFace``)."""
+        return self.analyzer.detect(image)
+
+    def identity(
+        self,
+        images: Sequence[Any],
+        face_indices: Sequence[int | None] | int | None = None,
+        multi_image: str = "concat",
+    ) -> Identity:
+        """Detect, align and embed one face per photo (``face_indices``: per photo, or one for all; ``None``: the
+        largest), then compute the ID tokens once for every image generated with them."""
+        if not images:
+            raise ValueError("give at least one reference photo")
+        if multi_image not in ("concat", "mean"):
+            raise ValueError(f"multi-image mode must be concat or mean, got {multi_image!r}")
+        if face_indices is None or isinstance(face_indices, int):
+            face_indices = [face_indices] * len(images)
+        if len(face_indices) != len(images):
+            raise ValueError(f"{len(face_indices)} face indices for {len(images)} photos")
+        pairs = zip(images, face_indices, strict=True)
+        crops = [self.analyzer.identity(image, face_index=index) for image, index in pairs]
+        embeds = np.stack([np.asarray(c.embedding, dtype=np.float32) for c in crops])
+        tokens = self.pipe.encode_identity(
+            id_images=[c.clip_crop for c in crops], face_embeds=embeds, multi_image=multi_image
+        )
+        return Identity(
+            sources=[c.source for c in crops],
+            crops=[c.clip_crop for c in crops],
+            tokens=tokens,
+            face_encoder=self.analyzer.info.describe(),
+        )
+
+    # -------------------------------------------------------------- images
+    def generate(
+        self,
+        identity: Identity,
+        settings: GenerationSettings,
+        text_stream: bool = False,
+        on_step: Callable[[int], None] | None = None,
+    ) -> GenerationResult:
+        """One image (and, with ``text_stream``, the text stream's image) for ``settings``."""
+        settings.check()
+        factor = self.pipe.vae_scale_factor
+        for name, value in (("height", settings.height), ("width", settings.width)):
+            if value is not None and value % factor:
+                raise ValueError(f"{name} must be a multiple of {factor} for this model, got {value}")
+
+        def callback(pipe, step, timestep, tensors):
+            if on_step is not None:
+                on_step(step)
+            return tensors
+
+        output = self.pipe(
+            settings.full_prompt,
+            settings.negative_prompt or None,
+            id_tokens=identity.tokens,
+            height=settings.height,
+            width=settings.width,
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance,
+            id_scale=settings.id_scale,
+            adain=settings.adain,
+            self_attention=settings.self_attention,
+            return_text_stream=text_stream,
+            generator=torch.Generator(device="cpu").manual_seed(settings.seed),
+            callback_on_step_end=callback,
+        )
+        image = output.images[0]
+        metadata = {
+            "generator": f"infinite-id {__version__}",
+            "prompt": settings.full_prompt,
+            "settings": asdict(settings),
+            "size": list(image.size),
+            "model": self.model.description,
+            "random_weights": self.model.random_weights,
+            "face_encoder": identity.face_encoder,
+            "references": [os.path.basename(s) for s in identity.sources],
+        }
+        text_image = output.text_images[0] if text_stream else None
+        return GenerationResult(image=image, text_image=text_image, settings=settings, metadata=metadata)
+
+
+def _face_analyzer(backend: str, face_model: str | None, face_model_dir: str | None):
+    from .faces import get_face_analyzer
+
+    options: dict[str, Any] = {}
+    if face_model:
+        options["model"] = face_model
+    if face_model_dir:
+        options["model_dir"] = face_model_dir
+    return get_face_analyzer(backend, **options)
+
+
+def open_generator(
+    model: str | None = None,
+    adapter: str | None = None,
+    *,
+    image_encoder: str | None = None,
+    face_backend: str = "auto",
+    face_model: str | None = None,
+    face_model_dir: str | None = None,
+    embedding: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    ip_adapter_options: dict[str, Any] | None = None,
+) -> Generator:
+    """Load everything a session needs. No ``model``: the default model (see ``infinite_id.defaults``).
+
+    ``embedding``: a precomputed face embedding (``.npy``/``.safetensors``) used instead of a face model; the
+    reference photo then only feeds the CLIP branch (centre-cropped, so crop it to the face).
+    """
+    from .faces import analyzer_for
+    from .faces.precomputed import PrecomputedFaceEncoder
+
+    device, torch_dtype = resolve_device(device, dtype)
+    explicit = face_backend != "auto" or face_model or face_model_dir
+    analyzer = None
+    if embedding is not None:
+        analyzer = PrecomputedFaceEncoder(embedding)
+    elif explicit or model is None:
+        analyzer = _face_analyzer(face_backend, face_model, face_model_dir)
+    if model is None:
+        if adapter is not None or image_encoder is not None:
+            raise ValueError("--adapter and --image-encoder need --model (the base model they belong to)")
+        loaded = resolve_default_model(analyzer.info, device, torch_dtype)
+    else:
+        if adapter is None:
+            raise ValueError("--model needs --adapter: an Infinite-ID adapter or an IP-Adapter face file")
+        loaded, face_encoder = load_model(
+            model,
+            adapter,
+            image_encoder=image_encoder,
+            analyzer=analyzer,
+            device=device,
+            dtype=torch_dtype,
+            ip_adapter_options=ip_adapter_options,
+        )
+        if analyzer is None:
+            analyzer = loaded.pipe.face_analyzer or analyzer_for(face_encoder)
+    if loaded.pipe.face_analyzer is not analyzer:
+        loaded.pipe.set_face_analyzer(analyzer)
+    return Generator(loaded, analyzer)
+
+
+def png_info(metadata: dict[str, Any], stream: str) -> PngInfo:
+    """PNG text chunks: ``parameters`` (one readable block, as other Stable Diffusion tools write it) and
+    ``infinite_id`` (JSON of everything)."""
+    s = metadata["settings"]
+    lines = [metadata["prompt"]]
+    if s.get("negative_prompt"):
+        lines.append(f"Negative prompt: {s['negative_prompt']}")
+    width, height = metadata["size"]
+    lines.append(
+        f"Steps: {s['steps']}, CFG scale: {s['guidance']}, Seed: {s['seed']}, Size: {width}x{height}, "
+        f"ID scale: {s['id_scale']}, AdaIN: {s['adain']}, Self-attention: {s['self_attention']}, "
+        f"Stream: {stream}, Model: {metadata['model']}, Face encoder: {metadata['face_encoder']}"
+    )
+    info = PngInfo()
+    info.add_text("parameters", "\n".join(lines))
+    info.add_text("infinite_id", json.dumps({**metadata, "stream": stream}, sort_keys=True))
+    return info
+
+
+_SLUG = re.compile(r"[^a-z0-9]+")
+_NUMBERED = re.compile(r"^(\d{4,})-")
+
+
+def _next_number(out_dir: Path) -> int:
+    numbers = [int(m.group(1)) for p in out_dir.iterdir() if (m := _NUMBERED.match(p.name))]
+    return max(numbers, default=0) + 1
+
+
+def save_result(result: GenerationResult, out_dir: str | os.PathLike) -> list[Path]:
+    """Write the identity-stream PNG (and the text stream's beside it) under a fresh number; never overwrites."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"output path {out_dir} is a file, not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slug = _SLUG.sub("-", result.settings.full_prompt.lower()).strip("-")[:48].rstrip("-") or "image"
+    while True:
+        stem = f"{_next_number(out_dir):04d}-{slug}-seed{result.settings.seed}"
+        pairs = [(out_dir / f"{stem}.png", result.image, "identity")]
+        if result.text_image is not None:
+            pairs.append((out_dir / f"{stem}-text.png", result.text_image, "text"))
+        try:
+            written = []
+            for path, image, stream in pairs:
+                with open(path, "xb") as handle:  # exclusive: a concurrent writer makes us take the next number
+                    image.save(handle, format="PNG", pnginfo=png_info(result.metadata, stream))
+                written.append(path)
+            return written
+        except FileExistsError:
+            continue

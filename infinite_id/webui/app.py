@@ -1,0 +1,295 @@
+"""The Gradio app: upload photos, see the faces found and pick one, write a prompt, get the text stream and the
+identity stream side by side.
+
+Safety: every upload is checked (count, bytes, decodable image, pixel count) before a face model sees it; photos
+live in the session's memory, never at a path the browser can name; the server serves no folder of ours
+(``allowed_paths`` stays empty), only Gradio's own cache of uploads and results; a bounded queue refuses what it
+cannot hold, and the model runs one request at a time per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local server
+
+import gradio as gr  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ..generation import STYLE_PRESETS, USER_ERRORS, GenerationSettings, Generator  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ServeLimits", "WebSession", "build_app", "launch"]
+
+ACCEPTED_TYPES = [".jpg", ".jpeg", ".png", ".webp", ".bmp"]
+FACE_THUMB = 128
+
+
+@dataclass
+class ServeLimits:
+    """What one server accepts."""
+
+    concurrency: int = 1
+    max_queue: int = 8
+    max_upload_bytes: int = 10_000_000
+    max_photos: int = 4
+    max_steps: int = 50
+    max_side: int = 1536
+
+
+@dataclass
+class _Photos:
+    """One visitor's uploaded photos, kept in memory: images, faces found, and the face chosen in each."""
+
+    images: list[Image.Image] = field(default_factory=list)
+    faces: list[list[Any]] = field(default_factory=list)
+    choice: list[int] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+
+class WebSession:
+    """The UI's behaviour as plain methods (the Gradio callbacks call these; tests can too)."""
+
+    def __init__(self, generator: Generator, limits: ServeLimits | None = None) -> None:
+        self.generator = generator
+        self.limits = limits or ServeLimits()
+        self._model_lock = threading.Lock()  # one pipeline call at a time: schedulers keep per-call state
+
+    # ------------------------------------------------------------------ uploads
+    def load_photos(self, paths: list[str] | None) -> _Photos:
+        """Validate and decode uploads, detect their faces. Raises ``ValueError`` with a sentence for people."""
+        from ..faces.image_io import load_image
+
+        paths = [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in (paths or [])]
+        if not paths:
+            raise ValueError("Upload a photo of the person first.")
+        if len(paths) > self.limits.max_photos:
+            raise ValueError(f"At most {self.limits.max_photos} photos, please ({len(paths)} uploaded).")
+        photos = _Photos()
+        for number, path in enumerate(paths, 1):
+            name = f"photo {number}"
+            size = os.path.getsize(path)
+            if size > self.limits.max_upload_bytes:
+                raise ValueError(
+                    f"{name} is {size / 1e6:.2g} MB; the limit is {self.limits.max_upload_bytes / 1e6:g} MB."
+                )
+            try:
+                with open(path, "rb") as handle:  # decoded from bytes: the name and extension are not trusted
+                    image = load_image(handle.read(), max_side=2048)
+            except USER_ERRORS as exc:
+                raise ValueError(f"{name} is not a usable photo ({_strip_paths(str(exc), path)}).") from None
+            faces = self.generator.find_faces(image)
+            photos.images.append(image)
+            photos.faces.append(faces)
+            photos.choice.append(0)
+            photos.names.append(name)
+        return photos
+
+    def face_gallery(self, photos: _Photos) -> list[tuple[Image.Image, str]]:
+        items = []
+        for p, (image, faces) in enumerate(zip(photos.images, photos.faces, strict=True)):
+            for f, face in enumerate(faces):
+                crop = self.generator.analyzer.align(image, face, FACE_THUMB)
+                mark = " (used)" if photos.choice[p] == f else ""
+                items.append((crop, f"{photos.names[p]} · face {f}{mark}"))
+        return items
+
+    def summary(self, photos: _Photos) -> str:
+        lines = []
+        for p, faces in enumerate(photos.faces):
+            if not faces:
+                lines.append(f"- {photos.names[p]}: **no face found**, use another photo")
+            elif len(faces) == 1:
+                lines.append(f"- {photos.names[p]}: one face")
+            else:
+                lines.append(
+                    f"- {photos.names[p]}: {len(faces)} faces, using face {photos.choice[p]} "
+                    "(click another face above to use it)"
+                )
+        return "\n".join(lines)
+
+    def select_face(self, photos: _Photos, gallery_index: int) -> _Photos:
+        """A click on face ``gallery_index`` of the faces gallery makes it the face used for its photo."""
+        flat = [(p, f) for p, faces in enumerate(photos.faces) for f in range(len(faces))]
+        if 0 <= gallery_index < len(flat):
+            p, f = flat[gallery_index]
+            photos.choice[p] = f
+        return photos
+
+    # ------------------------------------------------------------------ generation
+    def generate(
+        self,
+        photos: _Photos | None,
+        prompt: str,
+        negative_prompt: str,
+        style: str,
+        id_scale: float,
+        adain: str,
+        steps: int,
+        seed: int | None,
+    ) -> tuple[list[tuple[Image.Image, str]], str]:
+        """Both streams for one prompt: ``([(text image, caption), (identity image, caption)], info)``."""
+        if photos is None or not photos.images:
+            raise ValueError("Upload a photo of the person first.")
+        missing = [photos.names[p] for p, faces in enumerate(photos.faces) if not faces]
+        if missing:
+            raise ValueError(f"No face in {', '.join(missing)}: remove it or use another photo.")
+        steps = int(steps)
+        if not 1 <= steps <= self.limits.max_steps:
+            raise ValueError(f"Steps must be 1 to {self.limits.max_steps}.")
+        seed = random.randrange(2**31) if seed is None or int(seed) < 0 else int(seed)
+        settings = GenerationSettings(
+            prompt=(prompt or "").strip(),
+            negative_prompt=(negative_prompt or "").strip() or None,
+            style=None if style in (None, "", "none") else style,
+            seed=seed,
+            steps=steps,
+            id_scale=float(id_scale),
+            adain=adain,
+        )
+        settings.check()
+        with self._model_lock:
+            identity = self.generator.identity(photos.images, photos.choice)
+            result = self.generator.generate(identity, settings, text_stream=True)
+        gallery = [(result.text_image, "text stream (the prompt alone)"), (result.image, "identity stream")]
+        info = f"seed {seed} · {settings.full_prompt!r} · {self.generator.model.description}"
+        return gallery, info
+
+
+def _strip_paths(message: str, path: str) -> str:
+    """Error messages name the upload, never the server's temporary path."""
+    return message.replace(str(path), "the upload")
+
+
+def _user_error(exc: BaseException) -> gr.Error:
+    return gr.Error(str(exc), print_exception=False)
+
+
+def build_app(generator: Generator, limits: ServeLimits | None = None) -> gr.Blocks:
+    """The Gradio Blocks app for ``generator`` (not launched)."""
+    limits = limits or ServeLimits()
+    session = WebSession(generator, limits)
+    warning = generator.model.warning
+
+    with gr.Blocks(title="Infinite-ID", analytics_enabled=False) as demo:
+        gr.Markdown(
+            "# Infinite-ID\nUpload a photo of a person, write a prompt, and get that person in the scene or style "
+            "you describe. Left: the **text stream** (the prompt alone); right: the **identity stream** (the result)."
+        )
+        if warning:
+            escaped = warning.replace("<", "&lt;").replace(">", "&gt;")
+            gr.Markdown(f"> **Note:** {escaped}", elem_id="model-warning")
+        photos_state = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=1):
+                uploads = gr.File(
+                    label=f"Reference photos (1-{limits.max_photos}, up to {limits.max_upload_bytes / 1e6:g} MB each)",
+                    file_count="multiple",
+                    file_types=ACCEPTED_TYPES,
+                    type="filepath",
+                    elem_id="uploads",
+                )
+                faces = gr.Gallery(
+                    label="Faces found (click one to use it)",
+                    columns=4,
+                    height=170,
+                    object_fit="contain",
+                    allow_preview=False,
+                    elem_id="faces",
+                )
+                faces_info = gr.Markdown(elem_id="faces-info")
+                prompt = gr.Textbox(
+                    label="Prompt",
+                    value="a photo of a woman wearing a yellow sweater, on the beach",
+                    lines=2,
+                    elem_id="prompt",
+                )
+                style = gr.Dropdown(["none", *STYLE_PRESETS], value="none", label="Style preset", elem_id="style")
+                with gr.Accordion("Settings", open=False):
+                    negative = gr.Textbox(label="Negative prompt", value="", elem_id="negative")
+                    id_scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="ID scale", elem_id="id-scale")
+                    adain = gr.Radio(
+                        ["auto", "mean", "off"], value="auto", label="AdaIN-mean (auto: on for style prompts)"
+                    )
+                    steps = gr.Slider(
+                        1, limits.max_steps, value=min(30, limits.max_steps), step=1, label="Steps", elem_id="steps"
+                    )
+                    seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="seed")
+                run = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Column(scale=1):
+                result = gr.Gallery(
+                    label="Text stream | identity stream",
+                    columns=2,
+                    height=420,
+                    elem_id="result",
+                    preview=False,
+                    format="png",
+                )
+                result_info = gr.Markdown(elem_id="result-info")
+
+        def on_upload(paths):
+            if not paths:
+                return [], "", None
+            try:
+                photos = session.load_photos(paths)
+            except USER_ERRORS as exc:
+                raise _user_error(exc) from None
+            return session.face_gallery(photos), session.summary(photos), photos
+
+        def on_select(photos, evt: gr.SelectData):
+            if photos is None:
+                return [], "", None
+            photos = session.select_face(photos, evt.index)
+            return session.face_gallery(photos), session.summary(photos), photos
+
+        def on_generate(paths, photos, prompt_text, negative_text, style_name, scale, adain_mode, n_steps, seed_value):
+            try:
+                if photos is None and paths:  # API callers send files without the page's session state
+                    photos = session.load_photos(paths)
+                return session.generate(
+                    photos, prompt_text, negative_text, style_name, scale, adain_mode, n_steps, seed_value
+                )
+            except USER_ERRORS as exc:
+                raise _user_error(exc) from None
+
+        uploads.change(
+            on_upload, uploads, [faces, faces_info, photos_state], concurrency_limit=limits.concurrency, api_name=False
+        )
+        faces.select(on_select, photos_state, [faces, faces_info, photos_state], api_name=False)
+        run.click(
+            on_generate,
+            [uploads, photos_state, prompt, negative, style, id_scale, adain, steps, seed],
+            [result, result_info],
+            concurrency_limit=limits.concurrency,
+            api_name="generate",
+        )
+    demo.queue(max_size=limits.max_queue, default_concurrency_limit=limits.concurrency)
+    return demo
+
+
+def launch(demo: gr.Blocks, limits: ServeLimits, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
+    """Start the server (``port=0``: a free one). Returns the local URL when ``block`` is False."""
+    if port == 0:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=not block,
+        max_file_size=limits.max_upload_bytes,
+        show_error=True,
+        quiet=not block,
+        allowed_paths=[],
+        ssr_mode=False,
+        footer_links=["api"],
+    )
+    return demo.local_url

@@ -1,0 +1,181 @@
+"""The web UI: upload checks, face choice, no server paths reachable, a bounded queue under load, and a real
+browser (Debian's headless Chromium through Playwright) uploading a face photo and getting both streams back."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio", reason="the web UI needs the ui extra: pip install 'infinite-id[ui]'")
+
+import httpx  # noqa: E402  (a gradio dependency)
+
+from infinite_id.webui import ServeLimits, WebSession, build_app, launch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+ASTRONAUT = ROOT / "examples" / "astronaut.jpg"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _group_photo() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("insightface")
+    return Path(spec.submodule_search_locations[0]) / "data" / "images" / "t1.jpg"
+
+
+@pytest.fixture(scope="module")
+def generator():
+    import torch
+
+    from infinite_id.generation import open_generator
+
+    torch.set_num_threads(1)
+    return open_generator(device="cpu")  # the default model and face backend, as a fresh install has them
+
+
+@pytest.fixture(scope="module")
+def server(generator):
+    """A real server on loopback with a small queue: one generation at a time, two waiting."""
+    limits = ServeLimits(concurrency=1, max_queue=2, max_steps=8, max_upload_bytes=2_000_000)
+    demo = build_app(generator, limits)
+    url = launch(demo, limits, host="127.0.0.1", port=0, block=False)
+    try:
+        yield url.rstrip("/"), limits
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def artifact_dir(tmp_path_factory) -> Path:
+    folder = os.environ.get("INFINITE_ID_TEST_ARTIFACTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_uploads_are_checked_before_any_face_model_runs(generator, tmp_path):
+    session = WebSession(generator, ServeLimits(max_upload_bytes=50_000, max_photos=2))
+    fake = tmp_path / "photo.jpg"
+    fake.write_bytes(b"<html>not an image</html>")
+    with pytest.raises(ValueError, match="photo 1 is not a usable photo") as info:
+        session.load_photos([str(fake)])
+    assert str(tmp_path) not in str(info.value)  # no server path in what the visitor reads
+    with pytest.raises(ValueError, match=r"photo 1 is 0.075 MB; the limit is 0.05 MB"):
+        session.load_photos([str(ASTRONAUT)])  # 75 kB
+    with pytest.raises(ValueError, match="At most 2 photos"):
+        session.load_photos([str(ASTRONAUT)] * 3)
+    with pytest.raises(ValueError, match="Upload a photo"):
+        session.load_photos([])
+
+
+def test_a_photo_with_several_faces_lets_the_visitor_choose(generator):
+    session = WebSession(generator)
+    photos = session.load_photos([str(_group_photo())])
+    assert len(photos.faces[0]) >= 2 and photos.choice == [0]
+    assert "click another face" in session.summary(photos)
+    gallery = session.face_gallery(photos)
+    assert len(gallery) == len(photos.faces[0]) and gallery[0][1].endswith("(used)")
+    session.select_face(photos, 2)
+    assert photos.choice == [2] and session.face_gallery(photos)[2][1].endswith("(used)")
+    images, info = session.generate(photos, "a man in comic book style", "", "none", 1.0, "auto", 2, 3)
+    assert [caption for _, caption in images] == ["text stream (the prompt alone)", "identity stream"]
+    assert "seed 3" in info
+
+
+def test_no_server_path_is_reachable(server):
+    url, _ = server
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for path in ("/etc/passwd", str(ASTRONAUT), str(ROOT / "pyproject.toml"), "../../../etc/passwd"):
+            response = client.get(f"/gradio_api/file={path}")
+            assert response.status_code in (403, 404), (path, response.status_code)
+
+
+def _upload(client: httpx.Client) -> dict:
+    with open(ASTRONAUT, "rb") as handle:
+        response = client.post("/gradio_api/upload", files=[("files", ("astronaut.jpg", handle, "image/jpeg"))])
+    response.raise_for_status()
+    return {"path": response.json()[0], "meta": {"_type": "gradio.FileData"}, "orig_name": "astronaut.jpg"}
+
+
+def _call(url: str, file_data: dict, seed: int) -> str:
+    """One API request; returns "complete" or "refused: <message>" (anything else fails the test)."""
+    with httpx.Client(base_url=url, timeout=120) as client:
+        data = [[file_data], None, "a woman in oil painting style", "", "none", 1.0, "auto", 6, seed]
+        response = client.post("/gradio_api/call/generate", json={"data": data})
+        if response.status_code != 200:
+            return f"refused: HTTP {response.status_code} {response.text[:100]}"
+        event_id = response.json()["event_id"]
+        event = None
+        with client.stream("GET", f"/gradio_api/call/generate/{event_id}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and event in ("complete", "error"):
+                    return "complete" if event == "complete" else f"refused: {line[5:].strip()[:100]}"
+    return f"unanswered (last event {event})"
+
+
+def test_bounded_concurrent_load_is_answered_or_cleanly_refused(server):
+    url, limits = server
+    with httpx.Client(base_url=url, timeout=30) as client:
+        file_data = _upload(client)
+    requests = 8  # > concurrency + queue: some must be refused
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=requests) as pool:
+        outcomes = list(pool.map(lambda seed: _call(url, file_data, seed), range(requests)))
+    elapsed = time.monotonic() - started
+    print(f"load test: {requests} concurrent requests in {elapsed:.1f} s -> {outcomes}")
+    assert all(o == "complete" or o.startswith("refused") for o in outcomes), outcomes
+    assert outcomes.count("complete") >= 1
+    refused = [o for o in outcomes if o.startswith("refused")]
+    assert all("queue" in o.lower() or "busy" in o.lower() for o in refused), refused
+    assert len(refused) >= requests - limits.concurrency - limits.max_queue - 1
+    assert elapsed < 120
+    # The server is still healthy afterwards.
+    assert _call(url, file_data, 99) == "complete"
+
+
+def test_browser_uploads_a_face_and_gets_both_streams(server, artifact_dir):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    url, _ = server
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(90_000)
+            page.goto(url)
+            page.locator("#uploads input[type=file]").set_input_files(str(ASTRONAUT))
+            page.locator("#faces img").first.wait_for()
+            assert "one face" in page.locator("#faces-info").inner_text()
+            page.locator("#prompt textarea").fill("a photo of a woman wearing a yellow sweater, on the beach")
+            page.get_by_text("Settings").click()
+            steps = page.locator("#steps input[type=number]")
+            steps.fill("4")
+            steps.press("Enter")
+            page.locator("#generate").click()
+            page.locator("#result img").nth(1).wait_for()
+            page.locator("#result-info").get_by_text("seed").wait_for()
+            captions = page.locator("#result").inner_text()
+            shot = artifact_dir / "webui_generate.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    print(f"screenshot: {shot}")
+    assert "identity stream" in captions and "text stream" in captions
+    assert shot.stat().st_size > 10_000

@@ -13,7 +13,7 @@ from infinite_id.world.retrain import STAGES, quick_config, retrain
 def test_quick_configs_keep_the_recipe_but_shrink_it():
     for _, config in STAGES.values():
         quick = quick_config(config)
-        assert quick.steps == 2 and quick.batch_size == 8 and quick.seed == config.seed
+        assert quick.steps == 2 and quick.batch_size <= 8 and quick.seed == config.seed
     assert STAGES["face_encoder"][1].seed != STAGES["face_encoder_eval"][1].seed
 
 

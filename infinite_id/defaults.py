@@ -63,8 +63,10 @@ def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple[str, torc
         torch.device(device)
     except RuntimeError as exc:
         raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from exc
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but this torch build sees no CUDA GPU")
+    if device.startswith("cuda"):
+        index = torch.device(device).index or 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
     if dtype == "auto":
         dtype = "float32" if device == "cpu" else "float16"
     choices = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

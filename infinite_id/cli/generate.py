@@ -179,9 +179,9 @@ def generate_command(
     if embedding is not None and len(ref) > 1:
         raise typer.BadParameter("--embedding describes one photo: give at most one --ref", param_hint="--embedding")
     prompts = read_prompts(prompt, prompts_file)
-    styles = [s.strip().lower() for s in style] or [None]
+    styles = [None if s.strip().lower() == "none" else s.strip().lower() for s in style] or [None]
     for s in styles:
-        if s not in (None, "none", *STYLE_PRESETS):
+        if s not in (None, *STYLE_PRESETS):
             raise typer.BadParameter(f"{s!r}: choose none, {', '.join(STYLE_PRESETS)}", param_hint="--style")
     seeds = parse_seeds(seed)
     width, height = parse_size(size)

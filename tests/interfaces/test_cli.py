@@ -1,0 +1,189 @@
+"""``infinite-id generate`` / ``info`` / ``serve`` through the real command line (typer's runner, in-process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from infinite_id.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+ASTRONAUT = ROOT / "examples" / "astronaut.jpg"
+PROMPT = "a photo of a woman wearing a yellow sweater, on the beach"
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _meta(path: Path) -> dict:
+    with Image.open(path) as image:
+        return json.loads(image.text["infinite_id"]) | {"parameters": image.text["parameters"]}
+
+
+def test_help_teaches_the_first_commands():
+    top = _run("--help")
+    assert top.exit_code == 0
+    for text in ("Start here", "infinite-id generate --ref examples/astronaut.jpg", "serve", "info", "smoke model"):
+        assert text in top.output
+    generate = _run("generate", "--help")
+    options = "--ref --embedding --prompts-file --style --seed --id-scale --adain --size --model --adapter"
+    options += " --image-encoder --device --dtype --also-text-stream Examples"
+    for option in options.split():
+        assert option in generate.output, option
+
+
+def test_first_readme_command_runs_offline_with_the_default_model(tmp_path):
+    out = tmp_path / "outputs"
+    result = _run("generate", "--ref", ASTRONAUT, "--prompt", PROMPT, "--out", out, "--steps", "3", "--seed", "4-5",
+                  "--style", "none", "--style", "comic", "--also-text-stream")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "SMOKE MODEL" in result.output and "RANDOM weights" in result.output
+    files = sorted(out.glob("*.png"))
+    assert len(files) == 8  # 2 styles x 2 seeds x (identity + text stream)
+    assert all(str(f) in result.output for f in files)
+    identity = [f for f in files if not f.name.endswith("-text.png")]
+    metas = [_meta(f) for f in identity]
+    assert sorted(m["settings"]["seed"] for m in metas) == [4, 4, 5, 5]
+    comic = next(m for m in metas if m["settings"]["style"] == "comic")
+    assert comic["prompt"] == f"{PROMPT}, in comic book style"
+    assert comic["stream"] == "identity" and comic["random_weights"] is True
+    assert comic["settings"]["steps"] == 3 and comic["face_encoder"] == "insightface/buffalo_s (512-d)"
+    assert "Seed: " in comic["parameters"] and "CFG scale: 5.0" in comic["parameters"]
+    assert _meta(next(f for f in files if f.name.endswith("-text.png")))["stream"] == "text"
+    # Same seed, same settings: same image; files are never replaced.
+    again = _run("generate", "--ref", ASTRONAUT, "--prompt", PROMPT, "--out", out, "--steps", "3", "--seed", "4", "-q")
+    assert again.exit_code == 0, again.output
+    new = sorted(set(out.glob("*.png")) - set(files))
+    assert len(new) == 1 and new[0].name.startswith("0005-")
+    first = next(f for f in identity if _meta(f)["settings"] == _meta(new[0])["settings"])
+    assert list(Image.open(first).getdata()) == list(Image.open(new[0]).getdata())
+
+
+BAD_ARGUMENTS = [
+    ((), "--ref"),
+    (("--ref", "missing.jpg", "--prompt", "x"), "does not exist"),
+    (("--ref", ASTRONAUT), "--prompt"),
+    (("--ref", ASTRONAUT, "--prompt", "  "), "empty"),
+    (("--ref", ASTRONAUT, "--prompt", "x", "--style", "cubist"), "cubist"),
+    (("--ref", ASTRONAUT, "--prompt", "x", "--seed", "a-b"), "not a seed"),
+    (("--ref", ASTRONAUT, "--prompt", "x", "--steps", "0"), "steps"),
+    (("--ref", ASTRONAUT, "--prompt", "x", "--guidance", "-1"), "guidance"),
+    (("--ref", ASTRONAUT, "--prompt", "x", "--id-scale", "9"), "ID scale"),
+    (("--ref", ASTRONAUT, "--prompt", "x", "--size", "big"), "WIDTHxHEIGHT"),
+    (("--ref", ASTRONAUT, "--prompt", "x", "--size", "5000"), "4096"),
+    (("--ref", ASTRONAUT, "--prompt", "x", "--adain", "sometimes"), "auto"),
+    (("--ref", ASTRONAUT, "--prompt", "x", "--face-backend", "magic"), "insightface"),
+    (("--ref", ASTRONAUT, "--prompt", "x", "--multi-image", "sum"), "concat"),
+    (("--ref", ASTRONAUT, "--prompt", "x", "--out", ASTRONAUT), "is a file"),
+    (("--ref", ASTRONAUT, "--prompt", "x", "--prompts-file", "nope.txt"), "does not exist"),
+    (("--ref", ASTRONAUT, "--prompt", "x", "--dtype", "float8"), "dtype"),
+    (("--ref", ASTRONAUT, "--prompt", "x", "--device", "cuda:7"), "CUDA"),
+    (("--ref", ASTRONAUT, "--prompt", "x", "--adapter", "a.safetensors"), "need --model"),
+    (("--ref", ASTRONAUT, "--prompt", "x", "--model", "./no/such/model", "--adapter", "a.bin"), "does not exist"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_ARGUMENTS, ids=[m for _, m in BAD_ARGUMENTS])
+def test_bad_arguments_are_clear_errors_and_write_nothing(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = _run("generate", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not list(tmp_path.rglob("*.png"))
+
+
+def test_a_photo_without_a_face_or_not_a_photo_is_a_clear_error(tmp_path):
+    blank = tmp_path / "wall.png"
+    Image.new("RGB", (256, 256), (200, 180, 160)).save(blank)
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    for ref, message in ((blank, "No face found"), (text, "not an image")):
+        result = _run("generate", "--ref", ref, "--prompt", PROMPT, "--out", tmp_path / "o", "--steps", "1")
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def real_model(tmp_path_factory):
+    """A base model folder and an Infinite-ID adapter for the insightface buffalo_s encoder, saved to disk."""
+    from tiny_models import save_tiny_base_model
+
+    from infinite_id.faces.base import FaceEncoderInfo
+    from infinite_id.models.projectors import IdentityProjectionConfig
+    from infinite_id.pipelines import InfiniteIDPipeline
+
+    root = tmp_path_factory.mktemp("real_model")
+    folder = save_tiny_base_model(root / "sd15", "sd15")
+    pipe = InfiniteIDPipeline.from_pretrained(folder)
+    torch.manual_seed(0)
+    config = IdentityProjectionConfig(cross_attention_dim=32, face_dim=512, clip_dim=32, clip_num_tokens=17)
+    pipe.init_adapter(config, FaceEncoderInfo("insightface", "buffalo_s", 512))
+    return folder, pipe.save_adapter(root / "adapter.safetensors"), pipe
+
+
+def test_model_and_adapter_load_through_the_real_loaders(real_model, tmp_path):
+    folder, adapter, _ = real_model
+    result = _run("generate", "--ref", ASTRONAUT, "--prompt", PROMPT, "--model", folder, "--adapter", adapter,
+                  "--out", tmp_path, "--steps", "2", "--seed", "1", "--size", "64x48", "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "SMOKE" not in result.output
+    (png,) = tmp_path.glob("*.png")
+    meta = _meta(png)
+    assert meta["random_weights"] is False and "Infinite-ID adapter" in meta["model"] and meta["size"] == [64, 48]
+    # The adapter's face encoder is enforced: dlib (128-d) is refused with a sentence.
+    refused = _run("generate", "--ref", ASTRONAUT, "--prompt", PROMPT, "--model", folder, "--adapter", adapter,
+                   "--face-backend", "dlib", "--out", tmp_path / "x")  # fmt: skip
+    assert refused.exit_code == 2 and "mismatch" in refused.output
+
+
+def test_an_ip_adapter_plus_face_file_is_used_as_the_identity_stream(real_model, tmp_path):
+    from ip_adapter_layouts import image_proj, ip_adapter, save
+
+    folder, _, pipe = real_model
+    g = torch.Generator().manual_seed(0)
+    path = tmp_path / "ip-adapter-plus-face_sd15.bin"
+    save(path, image_proj("plus", 32, 32, 512, g), ip_adapter(pipe.unet, g))
+    result = _run("generate", "--ref", ASTRONAUT, "--prompt", "a woman in anime style", "--model", folder,
+                  "--adapter", path, "--out", tmp_path / "out", "--steps", "2", "--seed", "0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "IP-Adapter plus" in _meta(next((tmp_path / "out").glob("*.png")))["model"]
+
+
+def test_precomputed_embedding_replaces_the_face_model(tmp_path):
+    from infinite_id.faces import get_face_analyzer, save_embeddings
+
+    analyzer = get_face_analyzer("insightface")
+    crop = analyzer.identity(ASTRONAUT)
+    embedding = tmp_path / "astronaut.safetensors"
+    save_embeddings(embedding, crop.embedding, analyzer.info)
+    face = tmp_path / "face.png"
+    crop.clip_crop.save(face)
+    result = _run("generate", "--embedding", embedding, "--ref", face, "--prompt", PROMPT, "--out", tmp_path / "o",
+                  "--steps", "2", "--seed", "0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _meta(next((tmp_path / "o").glob("*.png")))["face_encoder"] == "insightface/buffalo_s (512-d)"
+
+
+def test_info_reports_versions_devices_and_offline_face_models():
+    result = _run("info", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["packages"]["torch"].startswith("2.") and data["devices"]["cpu"]["threads"] >= 1
+    assert data["face_backends"]["insightface"]["available"] is True
+    assert "buffalo_s" in data["face_backends"]["insightface_packs"]
+    assert "smoke model" in data["default_model"]
+    human = _run("info")
+    assert human.exit_code == 0 and "face backends" in human.output
+
+
+@pytest.mark.parametrize(("args", "message"), [(("--concurrency", "0"), "1 to 64"), (("--max-queue", "-1"), "0 to")])
+def test_serve_refuses_bad_limits(args, message):
+    result = _run("serve", *args)
+    assert result.exit_code == 2 and message in result.output

@@ -9,7 +9,8 @@ exists is skipped (so an interrupted run continues where it stopped, and a stage
 from its own checkpoint). ``OUT/metrics.json`` collects every stage's held-out metrics.
 
 Stages so far: the face encoder, the independent evaluation face encoder (same recipe, another seed), the
-mini CLIP, the attribute classifier, the face detector and the VAE. The base UNet and adapters come later.
+mini CLIP, the attribute classifier, the face detector, the VAE and the base model (UNet + assembly, after
+the VAE and CLIP stages). The adapters come later.
 """
 
 from __future__ import annotations
@@ -27,9 +28,16 @@ from .train_attributes import AttributeTrainingConfig, train_attribute_classifie
 from .train_clip import ClipTrainingConfig, train_clip
 from .train_face import FaceTrainingConfig, train_face_encoder
 from .train_landmarks import LandmarkTrainingConfig, train_landmark_detector
+from .train_unet import UnetTrainingConfig, train_unet
 from .train_vae import VaeTrainingConfig, train_vae
 
 SUMMARY_NAME = "metrics.json"
+
+
+def _train_base(stage_dir: Path, config: UnetTrainingConfig, progress: bool = True) -> dict:
+    """The base model stage: the UNet on top of the ``vae`` and ``clip`` stages trained before it."""
+    return train_unet(stage_dir, stage_dir.parent / "vae", stage_dir.parent / "clip", config, progress=progress)
+
 
 # name -> (trainer, full config). Seeds are fixed here: this table is the recipe of the shipped weights.
 STAGES: dict[str, tuple[Callable, object]] = {
@@ -39,6 +47,7 @@ STAGES: dict[str, tuple[Callable, object]] = {
     "attributes": (train_attribute_classifier, AttributeTrainingConfig(seed=0)),
     "landmarks": (train_landmark_detector, LandmarkTrainingConfig(seed=0)),
     "vae": (train_vae, VaeTrainingConfig(seed=0)),
+    "base": (_train_base, UnetTrainingConfig(seed=0)),
 }
 
 _QUICK = {"steps": 2, "batch_size": 8}
@@ -49,7 +58,7 @@ def quick_config(config):
     """The same recipe shrunk to a two-step smoke run (for tests and for checking an installation)."""
     names = {f.name for f in dataclasses.fields(config)}
     changes = {k: v for k, v in {**_QUICK, **_QUICK_EVAL}.items() if k in names}
-    if type(config) is VaeTrainingConfig:
+    if type(config) in (VaeTrainingConfig, UnetTrainingConfig):
         changes["batch_size"] = 2
     if "num_identities" in names and type(config) is FaceTrainingConfig:
         changes["num_identities"] = 8

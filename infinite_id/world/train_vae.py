@@ -1,6 +1,6 @@
 """Train the miniature world's VAE (diffusers ``AutoencoderKL``, 64x64 RGB <-> 4x16x16) on renders.
 
-    python -m infinite_id.world.train_vae --out infinite_id/world/weights/vae --steps 3000
+    python -m infinite_id.world.train_vae --out infinite_id/world/weights/vae --steps 2000
 
 Loss: L1 + MSE reconstruction of the posterior mean's decoding on a sample, plus a small KL term (as the
 Stable Diffusion VAE uses). At the end the latent ``scaling_factor`` is set to 1 / std of held-out latents, so
@@ -33,7 +33,7 @@ METRICS_NAME = "metrics.json"
 @dataclass
 class VaeTrainingConfig:
     num_identities: int = 100_000
-    steps: int = 3000
+    steps: int = 2000
     batch_size: int = 32
     lr: float = 1e-3
     kl_weight: float = 1e-6

@@ -1,1 +1,40 @@
-"""The miniature world: a procedural portrait renderer and captions that stand in for real photos offline."""
+"""The miniature world: a procedural portrait renderer, captions and mini models that stand in for real photos
+and pretrained weights offline. See docs/world.md.
+
+The names below need only numpy and PIL; the model and training modules (``configs``, ``face_model``,
+``train_*``, ...) import torch, diffusers and transformers and are imported explicitly.
+"""
+
+from .captions import ParsedPrompt, caption, parse_prompt, sample_mentions
+from .dataset import Example, build_dataset, read_manifest, sample_example
+from .factors import (
+    EVAL_IDENTITIES,
+    TRAIN_IDENTITIES,
+    Identity,
+    Nuisance,
+    Semantics,
+    identity_from_id,
+    identity_split,
+)
+from .render import Layout, render, render_with_layout
+
+__all__ = [
+    "EVAL_IDENTITIES",
+    "TRAIN_IDENTITIES",
+    "Example",
+    "Identity",
+    "Layout",
+    "Nuisance",
+    "ParsedPrompt",
+    "Semantics",
+    "build_dataset",
+    "caption",
+    "identity_from_id",
+    "identity_split",
+    "parse_prompt",
+    "read_manifest",
+    "render",
+    "render_with_layout",
+    "sample_example",
+    "sample_mentions",
+]

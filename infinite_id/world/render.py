@@ -168,7 +168,8 @@ def _features(identity: Identity, nuisance: Nuisance) -> dict[str, float]:
         * (1 - 0.3 * max(nuisance.smile, 0.0))
         * (1 + 0.25 * max(nuisance.brow_raise, 0.0)),
         "nose_y": nose_tip,
-        "mouth_y": nose_tip + 0.12 + identity.lip_thickness + 0.3 * (1 - nose_tip) * 0.3,
+        # The mouth sits below the nose, a little lower on faces with a long chin.
+        "mouth_y": nose_tip + 0.12 + identity.lip_thickness + 0.09 * (1 - nose_tip),
     }
 
 

@@ -9,10 +9,14 @@
 Every example is a pure function of ``(seed, identity id, photo index)``, so a dataset is reproducible byte for
 byte, an interrupted build is simply run again (it re-renders the same files), and a subset of identities gives
 the same photos as the full set.
+
+    python -m infinite_id.world.dataset --out data/world-train --identities 1000 --photos 8
+    python -m infinite_id.world.dataset --out data/world-eval --split eval --identities 100 --photos 4
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Iterable
@@ -24,7 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .captions import caption, sample_mentions
-from .factors import Nuisance, Semantics, identity_from_id, identity_split
+from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES, Nuisance, Semantics, identity_from_id, identity_split
 from .render import Layout, render_with_layout
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -131,3 +135,25 @@ def read_manifest(path: str | Path) -> list[dict]:
     """The records of a miniature-world manifest."""
     with Path(path).open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Render a miniature-world dataset in the training layout.")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--identities", type=int, default=1000, help="how many identities")
+    parser.add_argument("--photos", type=int, default=8, help="photos per identity")
+    parser.add_argument("--split", choices=("train", "eval"), default="train", help="which identity range")
+    parser.add_argument("--first", type=int, default=0, help="offset of the first identity within the range")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--style", action="append", help="only this style (repeatable); default: the usual mix")
+    args = parser.parse_args(argv)
+    span = TRAIN_IDENTITIES if args.split == "train" else EVAL_IDENTITIES
+    ids = range(span.start + args.first, span.start + args.first + args.identities)
+    weights = {s: 1.0 for s in args.style} if args.style else None
+    manifest = build_dataset(args.out, ids, args.photos, seed=args.seed, size=args.size, style_weights=weights)
+    print(manifest)
+
+
+if __name__ == "__main__":
+    main()

@@ -65,3 +65,13 @@ def test_sample_example_labels_are_json():
     assert len(labels["landmarks"]) == 5 and len(labels["face_box"]) == 4
     fixed = sample_example(8, np.random.default_rng(1), semantics=None, style_weights={"sketch": 1.0})
     assert fixed.labels["style"] == "sketch"
+
+
+def test_command_line_builds_an_eval_split(tmp_path, capsys):
+    from infinite_id.world.dataset import main
+
+    main(["--out", str(tmp_path), "--split", "eval", "--identities", "2", "--photos", "1", "--style", "sketch"])
+    records = read_manifest(tmp_path / MANIFEST_NAME)
+    assert [r["labels"]["split"] for r in records] == ["eval", "eval"]
+    assert {r["labels"]["style"] for r in records} == {"sketch"}
+    assert str(tmp_path / MANIFEST_NAME) in capsys.readouterr().out

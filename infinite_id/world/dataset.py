@@ -50,8 +50,10 @@ def sample_example(
     size: int = 64,
     style_weights: dict[str, float] | None = None,
     semantics: Semantics | None = None,
+    mention: Iterable[str] | None = None,
 ) -> Example:
-    """Render a random photo of identity ``identity_id``: random semantics (unless given), nuisance and caption.
+    """Render a random photo of identity ``identity_id``: random semantics (unless given), nuisance and caption
+    (naming the attributes in ``mention``, or a random choice of them).
 
     ``labels`` is JSON-serialisable: the identity id and split, the gender word, every semantic attribute, which
     of them the caption names, the nuisance values, and the face box and five landmarks in pixels.
@@ -60,7 +62,7 @@ def sample_example(
     if semantics is None:
         semantics = Semantics.sample(rng, style_weights)
     nuisance = Nuisance.sample(rng)
-    mentions = sample_mentions(semantics, rng)
+    mentions = sample_mentions(semantics, rng) if mention is None else frozenset(mention)
     text = caption(semantics, identity.gender, rng, mentions)
     image, layout = render_with_layout(identity, semantics, nuisance, size=size)
     labels = {

@@ -65,6 +65,7 @@ class ClipTrainingConfig:
     seed: int = 0
     eval_images: int = 300
     checkpoint_every: int = 250
+    twin_fraction: float = 0.5  # share of the batch that comes as minimal pairs (see training_batch)
 
 
 def clip_image_processor() -> CLIPImageProcessorPil:
@@ -104,10 +105,38 @@ def tokenize(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
     return tokenizer(texts, padding="max_length", truncation=True, return_tensors="pt").input_ids
 
 
+_TWIN_ATTRIBUTES = ("clothing", "accessory", "clothing_colour")
+
+
+def _twin_semantics(semantics: Semantics, attribute: str, rng: np.random.Generator) -> Semantics:
+    """The same semantics with one attribute changed to another value (an accessory never to "none")."""
+    pool = {"clothing": CLOTHING_KINDS, "accessory": ACCESSORIES[1:], "clothing_colour": tuple(CLOTHING_COLOURS)}
+    options = [v for v in pool[attribute] if v != getattr(semantics, attribute)]
+    return dataclasses.replace(semantics, **{attribute: options[int(rng.integers(len(options)))]})
+
+
 def training_batch(config: ClipTrainingConfig, step: int) -> tuple[list[Image.Image], list[str]]:
+    """Renders and captions of one step. A ``twin_fraction`` of the batch comes as minimal pairs: the same
+    person, pose, light and scene, differing only in the clothing kind, colour or accessory, with both captions
+    naming it. Small details then matter to the contrastive loss, which otherwise settles for style and scene."""
     rng = np.random.default_rng([config.seed, 11, step])
     ids = rng.integers(0, min(config.num_identities, len(TRAIN_IDENTITIES)), config.batch_size).tolist()
-    examples = [sample_example(i, np.random.default_rng([config.seed, 12, step, j])) for j, i in enumerate(ids)]
+    pairs = int(config.batch_size * config.twin_fraction) // 2
+    examples = []
+    for j in range(pairs):
+        attribute = _TWIN_ATTRIBUTES[int(rng.integers(len(_TWIN_ATTRIBUTES)))]
+        first = Semantics.sample(rng)
+        if attribute == "accessory" and first.accessory == "none":
+            first = dataclasses.replace(first, accessory=ACCESSORIES[1 + int(rng.integers(len(ACCESSORIES) - 1))])
+        second = _twin_semantics(first, attribute, rng)
+        mention = {"gender", "clothing", "clothing_colour", attribute}
+        if first.style != "photo":
+            mention.add("style")
+        for semantics in (first, second):  # same photo seed: same nuisance, same wording choices
+            photo_rng = np.random.default_rng([config.seed, 14, step, j])
+            examples.append(sample_example(ids[2 * j], photo_rng, semantics=semantics, mention=mention))
+    for j in range(2 * pairs, config.batch_size):
+        examples.append(sample_example(ids[j], np.random.default_rng([config.seed, 12, step, j])))
     return [e.image for e in examples], [e.caption for e in examples]
 
 

@@ -61,3 +61,16 @@ def test_smoke_training_and_export(tmp_path):
     embeds = torch.nn.functional.normalize(image_encoder(pixel_values=pixels).image_embeds, dim=-1)
     torch.testing.assert_close(embeds, image_features(clip, pixels), atol=1e-5, rtol=1e-4)
     assert text_features(clip, ids).shape == (1, 128)
+
+
+def test_twin_pairs_differ_in_one_named_attribute():
+    from infinite_id.world.captions import parse_prompt
+
+    config = ClipTrainingConfig(batch_size=12, twin_fraction=0.5)
+    images, texts = train_clip.training_batch(config, 4)
+    assert len(images) == len(texts) == 12
+    for k in range(0, 6, 2):
+        a, b = parse_prompt(texts[k]).named(), parse_prompt(texts[k + 1]).named()
+        changed = {key for key in set(a) | set(b) if a.get(key) != b.get(key)}
+        assert len(changed) == 1 and changed <= {"clothing", "clothing_colour", "accessory"}, (texts[k], texts[k + 1])
+        assert images[k].tobytes() != images[k + 1].tobytes()

@@ -27,7 +27,7 @@ from PIL import Image
 from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from . import configs
-from .captions import caption
+from .captions import caption, sample_mentions
 from .dataset import sample_example
 from .factors import (
     ACCESSORIES,
@@ -129,9 +129,8 @@ def training_batch(config: ClipTrainingConfig, step: int) -> tuple[list[Image.Im
         if attribute == "accessory" and first.accessory == "none":
             first = dataclasses.replace(first, accessory=ACCESSORIES[1 + int(rng.integers(len(ACCESSORIES) - 1))])
         second = _twin_semantics(first, attribute, rng)
-        mention = {"gender", "clothing", "clothing_colour", attribute}
-        if first.style != "photo":
-            mention.add("style")
+        # The usual random choice of named attributes, plus the clothing and the attribute that differs.
+        mention = set(sample_mentions(first, rng)) | {"gender", "clothing", "clothing_colour", attribute}
         for semantics in (first, second):  # same photo seed: same nuisance, same wording choices
             photo_rng = np.random.default_rng([config.seed, 14, step, j])
             examples.append(sample_example(ids[2 * j], photo_rng, semantics=semantics, mention=mention))

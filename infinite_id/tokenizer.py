@@ -23,7 +23,7 @@ def _bytes_to_unicode() -> list[str]:
 
 
 @lru_cache(maxsize=1)
-def _vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+def clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     data = resources.files("infinite_id.assets").joinpath("bpe_simple_vocab_16e6.txt.gz").read_bytes()
     lines = gzip.decompress(data).decode("utf-8").split("\n")
     merges = [tuple(m.split()) for m in lines[1 : 1 + _NUM_MERGES]]
@@ -35,7 +35,7 @@ def _vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
 
 def clip_tokenizer(model_max_length: int = 77, pad_token: str = "<|endoftext|>") -> CLIPTokenizer:
     """A ``CLIPTokenizer`` identical to OpenAI CLIP's (49,408 tokens). SDXL's second tokenizer pads with ``"!"``."""
-    vocab, merges = _vocab_and_merges()
+    vocab, merges = clip_vocab_and_merges()
     return CLIPTokenizer(
         vocab=dict(vocab), merges=list(merges), model_max_length=model_max_length, pad_token=pad_token
     )

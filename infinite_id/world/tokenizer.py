@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from transformers import CLIPTokenizer
 
-from ..tokenizer import _vocab_and_merges  # OpenAI CLIP's vocabulary and merge list, in order
+from ..tokenizer import clip_vocab_and_merges  # OpenAI CLIP's vocabulary and merge list, in order
 from .captions import (
     _BACKGROUND_KEYWORDS,
     _GENERIC_GARMENTS,
@@ -76,7 +76,7 @@ def _bpe_merges_used(word: str, ranks: dict[tuple[str, str], int]) -> list[tuple
 
 @lru_cache(maxsize=1)
 def _compact_vocab() -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
-    full_vocab, full_merges = _vocab_and_merges()
+    full_vocab, full_merges = clip_vocab_and_merges()
     ranks = {tuple(m): i for i, m in enumerate(full_merges)}
     used = set()
     for word in world_words():

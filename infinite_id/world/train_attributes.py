@@ -9,8 +9,6 @@ on generated images).
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ from .captions import parse_prompt
 from .dataset import sample_example
 from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
 from .modeling import config_to_dict
-from .train_utils import train_loop
+from .train_utils import parse_training_args, train_loop
 
 METRICS_NAME = "metrics.json"
 
@@ -110,17 +108,9 @@ def train_attribute_classifier(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the miniature world's attribute classifier.")
-    parser.add_argument("--out", required=True, help="output folder")
-    defaults = AttributeTrainingConfig()
-    names = [f.name for f in dataclasses.fields(AttributeTrainingConfig) if f.name != "classifier"]
-    for name in names:
-        kind = float if isinstance(getattr(defaults, name), float) else int
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name))
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    config = AttributeTrainingConfig(**{name: getattr(args, name) for name in names})
+    args, config = parse_training_args(
+        AttributeTrainingConfig, "Train the miniature world's attribute classifier.", argv
+    )
     print(json.dumps(train_attribute_classifier(args.out, config), indent=2))
 
 

@@ -14,7 +14,6 @@ image-to-caption retrieval top-1 within batches of 100.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from dataclasses import asdict, dataclass
@@ -40,7 +39,7 @@ from .factors import (
     Semantics,
 )
 from .tokenizer import world_tokenizer
-from .train_utils import train_loop
+from .train_utils import parse_training_args, train_loop
 
 METRICS_NAME = "metrics.json"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation, kept so standard processors work
@@ -244,16 +243,9 @@ def export_towers(clip_dir: str | Path, out_dir: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the miniature world's CLIP (contrastive text/image).")
-    parser.add_argument("--out", required=True, help="output folder")
-    defaults = ClipTrainingConfig()
-    for field in dataclasses.fields(ClipTrainingConfig):
-        kind = float if isinstance(getattr(defaults, field.name), float) else int
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=getattr(defaults, field.name))
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    config = ClipTrainingConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ClipTrainingConfig)})
+    args, config = parse_training_args(
+        ClipTrainingConfig, "Train the miniature world's CLIP (contrastive text/image).", argv
+    )
     print(json.dumps(train_clip(args.out, config), indent=2))
 
 

@@ -12,7 +12,6 @@ identity, and the mean cosine of same-identity and different-identity pairs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ from .dataset import sample_example
 from .face_model import FaceEncoderConfig, MiniFaceEncoder, align_world_face, crops_to_tensor
 from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
 from .modeling import config_to_dict
-from .train_utils import train_loop
+from .train_utils import parse_training_args, train_loop
 
 METRICS_NAME = "metrics.json"
 
@@ -156,19 +155,11 @@ def train_face_encoder(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the miniature world's face encoder (ArcFace-style).")
-    parser.add_argument("--out", required=True, help="output folder (config.json, model.safetensors, metrics.json)")
-    defaults = FaceTrainingConfig()
-    for name in ("num_identities", "steps", "batch_size", "seed", "eval_identities", "eval_photos"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    config = FaceTrainingConfig(
-        **{k: getattr(args, k) for k in ("num_identities", "steps", "batch_size", "seed", "eval_identities")},
-        eval_photos=args.eval_photos,
-        lr=args.lr,
+    args, config = parse_training_args(
+        FaceTrainingConfig,
+        "Train the miniature world's face encoder (ArcFace-style).",
+        argv,
+        out_help="output folder (config.json, model.safetensors, metrics.json)",
     )
     print(json.dumps(train_face_encoder(args.out, config), indent=2))
 

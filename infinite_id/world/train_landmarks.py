@@ -9,8 +9,6 @@ normalised by the inter-ocular distance, and face/no-face accuracy.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ from .factors import BACKGROUNDS, EVAL_IDENTITIES, STYLES, TRAIN_IDENTITIES, Nui
 from .landmarks import LandmarkDetector, LandmarkDetectorConfig
 from .modeling import config_to_dict
 from .styles import apply_lighting, apply_style
-from .train_utils import train_loop
+from .train_utils import parse_training_args, train_loop
 
 METRICS_NAME = "metrics.json"
 
@@ -136,17 +134,9 @@ def train_landmark_detector(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the miniature world's face detector (landmarks).")
-    parser.add_argument("--out", required=True, help="output folder")
-    defaults = LandmarkTrainingConfig()
-    names = [f.name for f in dataclasses.fields(LandmarkTrainingConfig) if f.name != "detector"]
-    for name in names:
-        kind = float if isinstance(getattr(defaults, name), float) else int
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name))
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    config = LandmarkTrainingConfig(**{name: getattr(args, name) for name in names})
+    args, config = parse_training_args(
+        LandmarkTrainingConfig, "Train the miniature world's face detector (landmarks).", argv
+    )
     print(json.dumps(train_landmark_detector(args.out, config), indent=2))
 
 

@@ -14,8 +14,6 @@ model. Evaluation: the denoising loss on held-out identities at fixed timesteps 
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ from .attributes import images_to_tensor
 from .dataset import sample_example
 from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
 from .train_clip import clip_image_processor, tokenize
-from .train_utils import train_loop
+from .train_utils import parse_training_args, train_loop
 
 METRICS_NAME = "metrics.json"
 SCHEDULER_KWARGS = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
@@ -176,19 +174,13 @@ def train_unet(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the miniature world's base UNet; write the base model.")
-    parser.add_argument("--out", required=True, help="output folder (a StableDiffusionPipeline)")
-    parser.add_argument("--vae", required=True, help="trained mini VAE folder")
-    parser.add_argument("--clip", required=True, help="trained mini CLIP folder")
-    defaults = UnetTrainingConfig()
-    names = [f.name for f in dataclasses.fields(UnetTrainingConfig)]
-    for name in names:
-        kind = float if isinstance(getattr(defaults, name), float) else int
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name))
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    config = UnetTrainingConfig(**{n: getattr(args, n) for n in names})
+    args, config = parse_training_args(
+        UnetTrainingConfig,
+        "Train the miniature world's base UNet; write the base model.",
+        argv,
+        out_help="output folder (a StableDiffusionPipeline)",
+        paths=(("vae", "trained mini VAE folder"), ("clip", "trained mini CLIP folder")),
+    )
     print(json.dumps(train_unet(args.out, args.vae, args.clip, config), indent=2))
 
 

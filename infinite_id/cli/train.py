@@ -1,4 +1,5 @@
-"""``infinite-id train-prepare`` (cache face embeddings and crops) and ``infinite-id train`` (train an adapter)."""
+"""``infinite-id train-prepare`` (cache face embeddings and crops), ``infinite-id train-shards`` (pack the cache
+into webdataset tar shards for streaming) and ``infinite-id train`` (train an adapter)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,26 @@ def train_prepare_command(
             overwrite=overwrite,
             progress=True,
         )
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(report.summary())
+
+
+@app.command("train-shards")
+def train_shards_command(
+    cache: Path = typer.Argument(..., help="A cache written by `infinite-id train-prepare`."),
+    out: Path = typer.Argument(..., help="Folder for the tar shards and their shards.json manifest."),
+    shard_size: int = typer.Option(1000, help="Photos per shard (a shard closes at an identity boundary)."),
+    seed: int = typer.Option(0, help="Seed of the identity order across shards."),
+    overwrite: bool = typer.Option(False, help="Replace existing shards in OUT."),
+) -> None:
+    """Pack a training cache into webdataset tar shards grouped by identity, to train with --data.shards=OUT."""
+    from ..training.shards import write_shards
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        report = write_shards(cache, out, shard_size=shard_size, seed=seed, overwrite=overwrite, progress=True)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc

@@ -74,15 +74,18 @@ class AdapterSection:
 
 @dataclass
 class DataSection:
-    """The preprocessed cache (``infinite-id train-prepare``) and how target photos are prepared."""
+    """The training set (a ``train-prepare`` cache, or its shards) and how target photos are prepared."""
 
+    # The cache written by ``infinite-id train-prepare`` (indexed, random access) ...
     cache: str = ""
+    # ... or, instead, the tar shards written by ``infinite-id train-shards`` (a folder or its shards.json),
+    # streamed: for sets too large to index (docs/training.md, "Streaming shards for large sets").
+    shards: str = ""
     resolution: int = 512
     center_crop: bool = True
     random_flip: bool = False
     num_workers: int = 2
-    # Stream the cache's tar shards (webdataset) instead of reading the indexed folder; for very large sets.
-    streaming: bool = False
+    # Shards only: pairs held per loader worker for shuffling (memory: this many target photos, encoded).
     shuffle_buffer: int = 1000
 
 
@@ -167,8 +170,13 @@ class TrainConfig:
         problems = []
         if not self.model.pretrained:
             problems.append("model.pretrained is required (a diffusers folder or hub id)")
-        if not self.data.cache:
-            problems.append("data.cache is required (run `infinite-id train-prepare` first)")
+        if bool(self.data.cache) == bool(self.data.shards):
+            problems.append(
+                "give exactly one of data.cache (run `infinite-id train-prepare` first) and data.shards "
+                "(`infinite-id train-shards`)"
+            )
+        if self.data.shuffle_buffer < 1:
+            problems.append("data.shuffle_buffer must be >= 1")
         t = self.train
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps"):
             if getattr(t, name) < 1:

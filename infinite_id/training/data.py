@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ __all__ = [
     "CacheEntry",
     "EpochSampler",
     "IdentityPairDataset",
+    "PairTransform",
     "SourceEntry",
     "TrainCache",
     "collate_pairs",
@@ -226,6 +227,79 @@ def _fit_square(image: Image.Image, resolution: int, center_crop: bool, rng: ran
     return image.crop((left, top, left + resolution, top + resolution)), (top, left)
 
 
+class PairTransform:
+    """Turns one decoded (target photo, reference crop, face vector) into a training item.
+
+    Shared by the indexed and the streaming datasets so both give identical items for the same inputs and draws.
+    Draw order on ``rng`` (after the reference choice): ID dropout, text dropout, flip, crop offset.
+    """
+
+    def __init__(
+        self,
+        feature_extractor,
+        mode: TrainingMode,
+        resolution: int,
+        face_dim: int,
+        center_crop: bool = True,
+        random_flip: bool = False,
+        id_dropout: float = 0.0,
+        text_dropout: float = 0.0,
+    ) -> None:
+        self.feature_extractor = feature_extractor
+        self.mode = mode
+        self.resolution = resolution
+        self.face_dim = face_dim
+        self.center_crop = center_crop
+        self.random_flip = random_flip
+        self.id_dropout = id_dropout
+        self.text_dropout = text_dropout if mode == "joint" else 0.0
+        size = feature_extractor.crop_size
+        self.clip_size = (size, size) if isinstance(size, int) else (int(size["height"]), int(size["width"]))
+
+    def __call__(
+        self,
+        open_image: Callable[[], Image.Image],
+        open_crop: Callable[[], Image.Image],
+        face: Callable[[], torch.Tensor],
+        caption: str,
+        same_photo: bool,
+        rng: random.Random,
+    ) -> dict[str, Any]:
+        id_dropped = rng.random() < self.id_dropout
+        text_dropped = rng.random() < self.text_dropout
+        flip = self.random_flip and rng.random() < 0.5
+
+        image = ImageOps.exif_transpose(open_image()).convert("RGB")
+        original_size = (image.height, image.width)
+        image, crop_top_left = _fit_square(image, self.resolution, self.center_crop, rng)
+        if flip:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
+
+        if id_dropped:
+            ref_pixels = torch.zeros(3, *self.clip_size)
+            face_embed = torch.zeros(self.face_dim)
+        else:
+            ref_pixels = self.feature_extractor(images=open_crop().convert("RGB"), return_tensors="pt").pixel_values[0]
+            face_embed = face().float()
+        return {
+            "pixel_values": pixels.contiguous(),
+            "ref_pixel_values": ref_pixels,
+            "face_embeds": face_embed,
+            "caption": "" if text_dropped or self.mode != "joint" else caption,
+            "original_size": torch.tensor(original_size),
+            "crop_top_left": torch.tensor(crop_top_left),
+            "id_dropped": torch.tensor(id_dropped),
+            "same_photo": torch.tensor(same_photo),
+        }
+
+
+def _read_image(path: str | Path) -> Image.Image:
+    with Image.open(path) as img:
+        img.load()
+        return img
+
+
 class IdentityPairDataset(torch.utils.data.Dataset):
     """(reference, target) pairs from a :class:`TrainCache`; keys are ``(epoch, index)`` (see :class:`EpochSampler`).
 
@@ -248,14 +322,11 @@ class IdentityPairDataset(torch.utils.data.Dataset):
         text_dropout: float = 0.0,
     ) -> None:
         self.cache = cache
-        self.feature_extractor = feature_extractor
         self.mode = mode
-        self.resolution = resolution
         self.seed = seed
-        self.center_crop = center_crop
-        self.random_flip = random_flip
-        self.id_dropout = id_dropout
-        self.text_dropout = text_dropout if mode == "joint" else 0.0
+        self.transform = PairTransform(
+            feature_extractor, mode, resolution, cache.face_dim, center_crop, random_flip, id_dropout, text_dropout
+        )
         by_identity: dict[str, list[int]] = {}
         for i, entry in enumerate(cache.entries):
             by_identity.setdefault(entry.identity, []).append(i)
@@ -270,8 +341,6 @@ class IdentityPairDataset(torch.utils.data.Dataset):
                 len(by_identity),
                 len(singles),
             )
-        size = feature_extractor.crop_size
-        self.clip_size = (size, size) if isinstance(size, int) else (int(size["height"]), int(size["width"]))
 
     def __len__(self) -> int:
         return len(self.cache.entries)
@@ -298,36 +367,14 @@ class IdentityPairDataset(torch.utils.data.Dataset):
         rng = random.Random(_stable_seed(self.seed, epoch, index))
         entry = self.cache.entries[index]
         ref = self.reference_index(index, rng)
-        id_dropped = rng.random() < self.id_dropout
-        text_dropped = rng.random() < self.text_dropout
-        flip = self.random_flip and rng.random() < 0.5
-
-        with Image.open(entry.image) as img:
-            image = ImageOps.exif_transpose(img).convert("RGB")
-        original_size = (image.height, image.width)
-        image, crop_top_left = _fit_square(image, self.resolution, self.center_crop, rng)
-        if flip:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
-
-        if id_dropped:
-            ref_pixels = torch.zeros(3, *self.clip_size)
-            face = torch.zeros(self.cache.face_dim)
-        else:
-            with Image.open(self.cache.crop_path(self.cache.entries[ref])) as crop:
-                crop = crop.convert("RGB")
-            ref_pixels = self.feature_extractor(images=crop, return_tensors="pt").pixel_values[0]
-            face = self.cache.face_embeds[ref].float()
-        return {
-            "pixel_values": pixels.contiguous(),
-            "ref_pixel_values": ref_pixels,
-            "face_embeds": face,
-            "caption": "" if text_dropped or self.mode != "joint" else entry.caption,
-            "original_size": torch.tensor(original_size),
-            "crop_top_left": torch.tensor(crop_top_left),
-            "id_dropped": torch.tensor(id_dropped),
-            "same_photo": torch.tensor(ref == index),
-        }
+        return self.transform(
+            lambda: _read_image(entry.image),
+            lambda: _read_image(self.cache.crop_path(self.cache.entries[ref])),
+            lambda: self.cache.face_embeds[ref],
+            entry.caption,
+            ref == index,
+            rng,
+        )
 
 
 def collate_pairs(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -179,6 +179,54 @@ def _make_accelerator(config: TrainConfig):
     )
 
 
+def _make_loader(config: TrainConfig, pipe, accelerator, cache, shard_index):
+    """``(dataset, sampler, loader)``: the indexed cache with an epoch sampler, or streamed shards (no sampler)."""
+    t = config.train
+    if shard_index is not None:
+        from .shards import StreamingLoader, StreamingPairDataset
+
+        for problem in shard_index.check_files():
+            logger.warning("shards: %s; its samples will be skipped", problem)
+        dataset = StreamingPairDataset(
+            shard_index,
+            pipe.feature_extractor,
+            t.mode,
+            config.data.resolution,
+            t.seed,
+            t.batch_size,
+            config.data.center_crop,
+            config.data.random_flip,
+            t.id_dropout,
+            t.text_dropout,
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
+            num_workers=config.data.num_workers,
+            shuffle_buffer=config.data.shuffle_buffer,
+        )
+        return dataset, None, StreamingLoader(dataset, config.data.num_workers)
+    dataset = IdentityPairDataset(
+        cache,
+        pipe.feature_extractor,
+        t.mode,
+        config.data.resolution,
+        t.seed,
+        config.data.center_crop,
+        config.data.random_flip,
+        t.id_dropout,
+        t.text_dropout,
+    )
+    sampler = EpochSampler(len(dataset), t.seed)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=t.batch_size,
+        sampler=sampler,
+        collate_fn=collate_pairs,
+        num_workers=config.data.num_workers,
+        drop_last=True,
+    )
+    return dataset, sampler, loader
+
+
 def train(
     config: TrainConfig, step_callback: Callable[[int, float], None] | None = None, accelerator=None
 ) -> TrainResult:
@@ -201,30 +249,18 @@ def train(
     set_seed(t.seed)
     device = accelerator.device
 
-    cache = TrainCache.load(config.data.cache)
-    face_encoder = FaceEncoderInfo.from_dict(cache.info["face_encoder"])
+    shard_index = cache = None
+    if config.data.shards:  # streamed tar shards (see shards.py) instead of the indexed cache
+        from .shards import ShardIndex
+
+        shard_index = ShardIndex.load(config.data.shards)
+        face_encoder = FaceEncoderInfo.from_dict(shard_index.info["face_encoder"])
+    else:
+        cache = TrainCache.load(config.data.cache)
+        face_encoder = FaceEncoderInfo.from_dict(cache.info["face_encoder"])
     comps = load_components(config, face_encoder, _DTYPES[t.mixed_precision])
     pipe = comps.pipe
-    dataset = IdentityPairDataset(
-        cache,
-        pipe.feature_extractor,
-        t.mode,
-        config.data.resolution,
-        t.seed,
-        config.data.center_crop,
-        config.data.random_flip,
-        t.id_dropout,
-        t.text_dropout,
-    )
-    sampler = EpochSampler(len(dataset), t.seed)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=t.batch_size,
-        sampler=sampler,
-        collate_fn=collate_pairs,
-        num_workers=config.data.num_workers,
-        drop_last=True,
-    )
+    dataset, sampler, loader = _make_loader(config, pipe, accelerator, cache, shard_index)
     model = AdapterTrainingModel(pipe.unet, comps.projection, pipe.image_encoder, config.adapter.clip_layer)
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(
@@ -245,7 +281,10 @@ def train(
     for name in ("text_encoder", "text_encoder_2"):
         if getattr(pipe, name, None) is not None:
             getattr(pipe, name).to(device)
-    model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
+    if sampler is None:  # shards are split across processes by the dataset itself, not by accelerate
+        model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    else:
+        model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
     model_ref = [model]
     _register_state_hooks(accelerator, model_ref)
     ema = None
@@ -277,7 +316,7 @@ def train(
     per_epoch = len(loader)
     if per_epoch == 0:
         raise ValueError(
-            f"{len(dataset)} photos cannot fill one batch of {t.batch_size} per process on "
+            f"{dataset.stats()['photos']} photos cannot fill one batch of {t.batch_size} per process on "
             f"{accelerator.num_processes} processes; lower train.batch_size or add data"
         )
     if accelerator.is_main_process:
@@ -295,16 +334,17 @@ def train(
             t.batch_size * accelerator.num_processes * t.gradient_accumulation_steps,
         )
 
-    from .validation import pick_references, render_validation, save_grid
+    from .validation import pick_references, render_validation, save_grid, shard_references
 
-    references = pick_references(cache, config.validation.num_references)
+    n_refs = config.validation.num_references if config.validation.every else 0
+    references = pick_references(cache, n_refs) if cache is not None else shard_references(shard_index, n_refs)
 
     def run_validation(step: int) -> None:
         if not accelerator.is_main_process:
             return
         with _ema_weights(ema, params, t.ema.use_for_export):
             rows = render_validation(
-                pipe, cache, references, config.validation, config.data.resolution, autocast=accelerator.autocast
+                pipe, references, config.validation, config.data.resolution, autocast=accelerator.autocast
             )
         grid = save_grid(rows, out / "validation" / f"step-{step:08d}.png")
         for tracker in accelerator.trackers:
@@ -325,11 +365,14 @@ def train(
     model.train()
     done = global_step >= t.max_steps
     while not done:
-        sampler.set_epoch(epoch)
-        loader.set_epoch(epoch)  # accelerate re-sets the sampler's epoch to its own iteration count on __iter__
-        epoch_loader = accelerator.skip_first_batches(loader, micro_in_epoch) if micro_in_epoch else loader
-        if epoch_loader is not loader:
-            epoch_loader.set_epoch(epoch)
+        if sampler is None:
+            epoch_loader = loader.epoch(epoch, skip=micro_in_epoch)
+        else:
+            sampler.set_epoch(epoch)
+            loader.set_epoch(epoch)  # accelerate re-sets the sampler's epoch to its own iteration count on __iter__
+            epoch_loader = accelerator.skip_first_batches(loader, micro_in_epoch) if micro_in_epoch else loader
+            if epoch_loader is not loader:
+                epoch_loader.set_epoch(epoch)
         for batch in epoch_loader:
             g = torch.Generator(device=device).manual_seed(
                 _stable_seed(t.seed, micro_total, accelerator.process_index) % (2**63)
@@ -409,7 +452,7 @@ def train(
             "resolution": config.data.resolution,
             "ema": t.ema.enabled,
             "dataset": dataset.stats(),
-            "cache": str(config.data.cache),
+            **({"shards": config.data.shards} if shard_index is not None else {"cache": str(config.data.cache)}),
         }
         with _ema_weights(ema, params, t.ema.use_for_export):
             adapter_path = pipe.save_adapter(out / "infinite_id_adapter.safetensors", training=training_info)

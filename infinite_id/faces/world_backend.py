@@ -17,6 +17,7 @@ the identity metric only: :func:`world_eval_analyzer`).
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from .base import DEFAULT_CLIP_CROP_SIZE, DetectedFace, FaceAnalyzer, FaceEncode
 from .errors import BackendUnavailableError
 from .image_io import DEFAULT_MAX_SIDE
 
-__all__ = ["ENCODER_STAGES", "MiniFaceAnalyzer", "world_eval_analyzer"]
+__all__ = ["ENCODER_STAGES", "MiniFaceAnalyzer", "mini_encoder_info", "world_eval_analyzer"]
 
 ENCODER_STAGES = ("face_encoder", "face_encoder_eval")
 #: The face region of a render in the coordinates of the aligned crop, as fractions of its side (median of the
@@ -37,6 +38,14 @@ FACE_BOX_IN_CROP = (0.195, 0.19, 0.78, 0.915)
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def mini_encoder_info(weights_dir: str | Path, encoder: str = "face_encoder") -> FaceEncoderInfo:
+    """The description of a mini face encoder stage, as adapters record it: the model name carries a digest of
+    the weights, because two trainings of the encoder do not share an embedding space."""
+    folder = Path(weights_dir) / encoder
+    dim = json.loads((folder / "config.json").read_text())["embedding_dim"]
+    return FaceEncoderInfo(backend="mini", model=f"mini_{encoder}-{_digest(folder / 'model.safetensors')}", dim=dim)
 
 
 class MiniFaceAnalyzer(FaceAnalyzer):
@@ -84,8 +93,7 @@ class MiniFaceAnalyzer(FaceAnalyzer):
         self.batch_size = int(batch_size)
         self.detector = LandmarkDetector.from_pretrained(root / "landmarks").eval()
         self.encoder = MiniFaceEncoder.from_pretrained(root / encoder).eval()
-        model = f"mini_{encoder}-{_digest(root / encoder / 'model.safetensors')}"
-        self._info = FaceEncoderInfo(backend=self.backend_name, model=model, dim=self.encoder.config.embedding_dim)
+        self._info = mini_encoder_info(root, encoder)
 
     @property
     def info(self) -> FaceEncoderInfo:

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from tiny_models import FACE_DIM
 
@@ -25,6 +29,7 @@ from infinite_id.training.shards import (
 )
 
 TEST_ENCODER = FaceEncoderInfo("precomputed", "test", FACE_DIM)
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -229,11 +234,12 @@ def test_config_takes_exactly_one_data_source():
             config_from_dict({**base, "data": data})
 
 
-def _shard_config(make_config, shards, out, **train):
+def _shard_config(make_config, shards, out, validation=None, **train):
     return make_config(
         out=out,
+        validation=validation or {},
         data={"cache": "", "shards": str(shards), "shuffle_buffer": 3, "random_flip": True},
-        train={"max_steps": 8, "id_dropout": 0.3, "lr_scheduler": "cosine", **train},
+        train={"max_steps": 8, "id_dropout": 0.3, "lr_scheduler": "cosine", "gradient_accumulation_steps": 2, **train},
         output={"checkpoint_every": 3, "keep_checkpoints": 2},
     )
 
@@ -242,9 +248,12 @@ def test_train_from_shards_kill_and_resume_and_export(make_config, shards, tiny_
     from infinite_id.pipelines import InfiniteIDPipeline
     from infinite_id.training.trainer import train
 
-    reference = train(_shard_config(make_config, shards, tmp_path / "full"))
+    validation = {"every": 8, "num_references": 2, "num_inference_steps": 1}
+    reference = train(_shard_config(make_config, shards, tmp_path / "full", validation))
     assert reference.global_step == 8 and all(math.isfinite(x) for x in reference.losses)
-    assert reference.dataset["shards"] == 4  # 6 batches per epoch: the run crossed an epoch boundary
+    grid = Image.open(tmp_path / "full" / "validation" / "step-00000008.png")
+    assert grid.size == (2 * 32, 2 * 32)  # 2 references (crop + 1 prompt each), found across the first shards
+    assert reference.dataset["shards"] == 4  # 16 micro-batches at 6 per epoch: two epoch boundaries crossed
 
     class Killed(Exception):
         pass
@@ -268,3 +277,27 @@ def test_train_from_shards_kill_and_resume_and_export(make_config, shards, tiny_
     pipe = InfiniteIDPipeline.from_pretrained(tiny_model_dirs["sd15"])
     metadata = pipe.load_adapter(reference.adapter_path)
     assert metadata.face_encoder == TEST_ENCODER and metadata.training["shards"] == str(shards)
+
+
+def test_two_process_cpu_launch_from_shards(tiny_model_dirs, shards, tmp_path):
+    """DDP over gloo: each process streams its own part of the shards; equal batch counts keep them in step."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [
+        *(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"),
+        *("--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"),
+        *("-m", "infinite_id.train", str(REPO / "configs" / "tiny.yaml")),
+        f"--model.pretrained={tiny_model_dirs['sd15']}",
+        "--data.cache=",
+        f"--data.shards={shards}",
+        f"--output.dir={out}",
+        "--train.max_steps=4",  # 3 batches per process per epoch: crosses an epoch boundary
+    ]
+    try:
+        proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"2-process launch from shards did not finish in 240 s:\n{(exc.stderr or '')[-3000:]}")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"accelerate launch failed (rc {proc.returncode}):\n{log[-4000:]}"
+    assert "3 micro-batches per epoch per process, global batch 4" in log, log[-3000:]
+    assert (out / "infinite_id_adapter.safetensors").is_file()

@@ -63,9 +63,10 @@ STAGES: dict[str, tuple[Callable, object]] = {
     "vae": (train_vae, VaeTrainingConfig(seed=0, steps=1000)),
     "base": (_train_base, UnetTrainingConfig(seed=0, steps=2000)),
     # About 0.55 s (identity-enhanced) and 0.85 s (joint: captions encoded every step) per step of 32 on one
-    # shared CPU thread, plus about a minute to render 8,000 photos and build the cache: <= 12 minutes each.
-    "adapter_identity_enhanced": (_train_adapter, AdapterTrainingConfig(mode="identity-enhanced", steps=800)),
-    "adapter_joint": (_train_adapter, AdapterTrainingConfig(mode="joint", steps=800)),
+    # shared CPU thread (measured under load), plus about two minutes to render 8,000 photos and build the
+    # cache: about 8.5 and 12 minutes.
+    "adapter_identity_enhanced": (_train_adapter, AdapterTrainingConfig(mode="identity-enhanced", steps=700)),
+    "adapter_joint": (_train_adapter, AdapterTrainingConfig(mode="joint", steps=700)),
 }
 
 #: stage -> the stages whose outputs it reads (they must be finished first).

@@ -43,7 +43,7 @@ class AdapterTrainingConfig:
     mode: str = "identity-enhanced"
     num_identities: int = 1000  # training identities 0 .. num_identities - 1
     photos_per_identity: int = 8
-    steps: int = 800
+    steps: int = 700
     batch_size: int = 32
     lr: float = 5e-4
     warmup_steps: int = 40

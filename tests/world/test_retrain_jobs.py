@@ -76,9 +76,9 @@ def test_a_failed_stage_stops_its_dependents_only(tmp_path):
 
 
 def test_jobs_run_real_stage_processes(tmp_path):
-    summary = retrain(tmp_path, only=["attributes", "landmarks"], quick=True, jobs=2)
-    assert set(summary) == {"attributes", "landmarks"}
-    assert all(summary[s]["train_seconds"] > 0 for s in summary)
-    assert json.loads((tmp_path / "metrics.json").read_text()).keys() == summary.keys()
+    # One real child process (the fakes above cover the scheduling): its log, its metrics and the summary.
+    summary = retrain(tmp_path, only=["landmarks"], quick=True, jobs=2)
+    assert set(summary) == {"landmarks"} and summary["landmarks"]["train_seconds"] > 0
+    assert json.loads((tmp_path / "metrics.json").read_text()) == summary
     assert (tmp_path / "logs" / "landmarks.log").is_file()
     assert (tmp_path / "landmarks" / "model.safetensors").is_file()

@@ -390,6 +390,14 @@ class StreamingPairDataset(torch.utils.data.IterableDataset):
         self.batches_per_epoch = index.samples // (world_size * batch_size)
         self.epoch, self.skip_batches = 0, 0
         self.problems: list[str] = []  # damaged shards and samples met by this process (workers log theirs)
+        singles = int(index.info.get("single_photo_identities", 0))
+        if mode == "identity-enhanced" and singles:
+            logger.warning(
+                "%d of %d identities have a single photo: their samples use the same photo as reference and target "
+                "(the paper pairs different photos of one person)",
+                singles,
+                index.info.get("identities", 0),
+            )
 
     def __len__(self) -> int:
         return self.batches_per_epoch * self.batch_size

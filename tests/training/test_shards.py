@@ -169,7 +169,7 @@ def test_data_loader_workers_interleave_and_skip_as_planned(shards, processor):
             assert all(torch.equal(a[k], b[k]) for k in a if k != "caption")
 
 
-def test_pairs_are_the_same_identity_on_different_photos(identity_cache, processor, tmp_path):
+def test_pairs_are_the_same_identity_on_different_photos(identity_cache, processor, tmp_path, caplog):
     cache = TrainCache.load(identity_cache)
     solo = cache.entries[0].__class__(**{**cache.entries[0].__dict__, "identity": "solo", "index": 12})
     cache.entries.append(solo)
@@ -179,6 +179,7 @@ def test_pairs_are_the_same_identity_on_different_photos(identity_cache, process
     assert index.info["single_photo_identities"] == 1
 
     dataset = _dataset(index, processor, batch_size=1, shuffle_buffer=4)
+    assert "1 of 5 identities have a single photo" in caplog.text
     refs = {}
     (slot,) = dataset.plan()
     for epoch in range(20):

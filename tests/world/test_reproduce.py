@@ -1,0 +1,193 @@
+"""The one-command reproduction of the paper's tables in the miniature world, on quick (two-step) weights."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from infinite_id.evaluation.runner import ResumeMismatchError, read_records
+from infinite_id.prompts import names_style
+from infinite_id.world.captions import parse_prompt
+from infinite_id.world.factors import STYLES
+from infinite_id.world.reproduce import (
+    MAIN_ROWS,
+    METRIC_STAGES,
+    QUICK_CONFIG,
+    RAW_PROMPTS,
+    STYLE_PROMPTS,
+    STYLE_ROWS,
+    ReproduceConfig,
+    main,
+    reference_photo,
+    reproduce,
+)
+from infinite_id.world.world_metrics import KnownLayoutFaceAnalyzer, image_fingerprint, semantic_scores
+
+
+def _make_adapters(weights) -> None:
+    """Untrained identity-enhanced and joint adapters (seeded), unless the retrain stages made them."""
+    from infinite_id.faces.world_backend import MiniFaceAnalyzer
+    from infinite_id.models.projectors import IdentityProjectionConfig
+    from infinite_id.pipelines import InfiniteIDStableDiffusionPipeline
+
+    info = MiniFaceAnalyzer(weights).info  # the adapters' face encoder, as the mini backend describes it
+    for seed, stage in enumerate(("adapter_identity_enhanced", "adapter_joint")):
+        target = weights / stage / "adapter.safetensors"
+        if target.is_file():
+            continue
+        pipe = InfiniteIDStableDiffusionPipeline.from_pretrained(weights / "base")
+        torch.manual_seed(seed)
+        vision = pipe.image_encoder.config
+        config = IdentityProjectionConfig(
+            cross_attention_dim=pipe.unet.config.cross_attention_dim,
+            face_dim=512,
+            clip_dim=vision.hidden_size,
+            clip_num_tokens=(vision.image_size // vision.patch_size) ** 2 + 1,
+        )
+        pipe.init_adapter(config, info)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pipe.save_adapter(target)
+
+
+@pytest.fixture(scope="session")
+def quick_weights(tmp_path_factory):
+    from infinite_id.world.retrain import retrain
+
+    root = tmp_path_factory.mktemp("world_quick_weights")
+    retrain(root, only=[*METRIC_STAGES, "vae"], quick=True, progress=False)
+    _make_adapters(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def quick_run(quick_weights, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    result = reproduce(out, quick_weights, QUICK_CONFIG)
+    return out, result
+
+
+def test_prompt_sets_name_what_the_tables_score():
+    for prompt in RAW_PROMPTS:
+        named = parse_prompt(prompt.format(class_word="woman")).named()
+        assert named["style"] == "photo" and "background" in named and not names_style(prompt)
+        assert {"clothing", "clothing_colour", "accessory"} & set(named)
+    styles = [parse_prompt(p.format(class_word="man")).named()["style"] for p in STYLE_PROMPTS]
+    assert sorted(styles) == sorted(s for s in STYLES if s != "photo")
+    assert all(names_style(p) for p in STYLE_PROMPTS)  # so adain="auto" turns AdaIN-mean on
+    covered = {k for p in RAW_PROMPTS for k in parse_prompt(p).named()}
+    assert {"background", "clothing", "clothing_colour", "accessory"} <= covered
+
+
+def test_semantic_scores_skip_gender_and_unnamed_attributes():
+    predicted = {"gender": "man", "style": "photo", "background": "beach", "clothing": "shirt"}
+    predicted |= {"clothing_colour": "red", "accessory": "none"}
+    scores = semantic_scores(predicted, {"gender": "woman", "background": "beach", "clothing_colour": "blue"})
+    assert scores["attr_acc"] == 0.5 and scores["attr_background"] == 1.0 and scores["attr_clothing_colour"] == 0.0
+    assert "attr_gender" not in scores and "attr_style" not in scores
+    assert semantic_scores(predicted, {"gender": "man"})["attr_acc"] is None
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="prompts"):
+        ReproduceConfig(prompts=len(RAW_PROMPTS) + 1)
+    with pytest.raises(ValueError, match="curve_identities"):
+        ReproduceConfig(identities=2, curve_identities=3)
+    with pytest.raises(ValueError, match="ID scales"):
+        ReproduceConfig(curve_scales=(-1.0,))
+
+
+def test_missing_adapter_is_named(quick_weights, tmp_path):
+    with pytest.raises(FileNotFoundError, match="joint adapter"):
+        reproduce(tmp_path, quick_weights, QUICK_CONFIG, adapters={"joint": str(tmp_path / "none.safetensors")})
+
+
+def test_known_layout_beats_the_detector(quick_weights):
+    image, landmarks = reference_photo(1_000_000_007)
+    analyzer = KnownLayoutFaceAnalyzer(quick_weights, "face_encoder_eval")
+    analyzer.threshold = 1.1  # an impossible threshold: the detector finds nothing
+    assert analyzer.detect(image) == []
+    analyzer.remember(image, landmarks)
+    faces = analyzer.detect(Image.fromarray(np.asarray(image)))  # same pixels, another object
+    assert len(faces) == 1 and np.allclose(faces[0].keypoints, np.asarray(landmarks), atol=1e-4)
+    assert image_fingerprint(image) in analyzer.known_layouts
+
+
+def test_quick_run_writes_both_tables_with_every_row(quick_run):
+    out, result = quick_run
+    tables = (out / "tables.md").read_text()
+    for title in ("## Main table", "## Style table", "## Trade-off", "Command: `", "metrics.json sha256"):
+        assert title in tables
+    for row in (*MAIN_ROWS, *STYLE_ROWS):
+        assert f"| {row.label} |" in tables
+    assert [r["row"] for r in result["main"]] == [r.key for r in MAIN_ROWS]
+    assert [r["row"] for r in result["style"]] == [r.key for r in STYLE_ROWS]
+    for row in result["main"] + result["style"]:
+        assert row["n_images"] == 2 * 2 * QUICK_CONFIG.seeds  # identities x prompts x seeds
+        for key in ("clip_t", "clip_i", "face_sim"):
+            assert -1.0 - 1e-5 <= row[key] <= 1.0 + 1e-5
+        for key in ("face_detection_rate", "attr_acc", "attr_style"):
+            assert 0.0 <= row[key] <= 1.0
+    with open(out / "results.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == len(MAIN_ROWS) + len(STYLE_ROWS)
+    assert json.loads((out / "results.json").read_text())["settings"]["identities"] == 2
+    scales = {(p["method"], p["id_scale"]) for p in result["tradeoff"]}
+    assert len(scales) == 2 * len(QUICK_CONFIG.curve_scales)
+    for name in ("tradeoff.png", "grid.png", "grid_style.png"):
+        with Image.open(out / name) as image:
+            assert image.size[0] > 64 and image.size[1] > 64
+
+
+def test_reference_copy_is_the_identity_ceiling(quick_run):
+    _, result = quick_run
+    for table in ("main", "style"):
+        rows = {r["row"]: r for r in result[table]}
+        reference = rows["reference-copy"]
+        assert reference["face_sim"] == pytest.approx(1.0, abs=1e-5)
+        assert reference["clip_i"] == pytest.approx(1.0, abs=1e-5)
+        assert all(r["face_sim"] <= reference["face_sim"] + 1e-6 for r in rows.values())
+
+
+def test_text_only_row_is_the_base_model_without_identity(quick_run, quick_weights):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    out, _ = quick_run
+    records = [r for r in read_records(out / "runs" / "raw-enhanced" / "records.jsonl") if r["method"] == "base-model"]
+    assert len(records) == 4
+    pipe = StableDiffusionPipeline.from_pretrained(quick_weights / "base", safety_checker=None)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    record = records[-1]
+    plain = pipe(
+        record["prompt"],
+        num_inference_steps=QUICK_CONFIG.steps,
+        guidance_scale=QUICK_CONFIG.guidance_scale,
+        generator=torch.Generator("cpu").manual_seed(record["seed"]),
+    ).images[0]
+    with Image.open(out / "runs" / "raw-enhanced" / record["image"]) as ours:
+        diff = np.abs(np.asarray(ours.convert("RGB"), dtype=int) - np.asarray(plain, dtype=int))
+    assert diff.max() <= 1
+
+
+def test_resume_skips_finished_images_and_refuses_other_settings(quick_run, quick_weights):
+    out, first = quick_run
+    records = out / "runs" / "raw-enhanced" / "records.jsonl"
+    before = records.read_bytes()
+    again = reproduce(out, quick_weights, QUICK_CONFIG)
+    assert again["generated"] == 0 and records.read_bytes() == before
+    assert again["main"] == first["main"]
+    with pytest.raises(ResumeMismatchError, match="num_inference_steps"):
+        reproduce(out, quick_weights, dataclasses.replace(QUICK_CONFIG, steps=3))
+
+
+def test_command_line_report_only(quick_run, quick_weights, capsys):
+    out, _ = quick_run
+    (out / "tables.md").unlink()
+    main(["--weights", str(quick_weights), "--out", str(out), "--quick", "--report-only"])
+    assert (out / "tables.md").is_file() and '"generated": 0' in capsys.readouterr().out
+    assert "--report-only" in (out / "tables.md").read_text()

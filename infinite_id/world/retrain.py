@@ -89,7 +89,7 @@ def quick_config(config):
     if "num_identities" in names and type(config) is FaceTrainingConfig:
         changes["num_identities"] = 8
     if type(config) is AdapterTrainingConfig:
-        changes.update(batch_size=4, num_identities=4, photos_per_identity=2)
+        changes.update(batch_size=4, num_identities=4, photos_per_identity=2, eval_identities=4)
     return dataclasses.replace(config, **changes)
 
 

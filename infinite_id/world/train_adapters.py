@@ -15,7 +15,8 @@ Three steps, each skipped when its output exists (so an interrupted stage contin
    ``identity-enhanced`` mode (text cross-attention off, reference and target different photos of one person: the
    paper) or ``joint`` (IP-Adapter-style, with captions), with the base's mini CLIP image encoder as CLIP branch.
 
-The stage folder then gets ``adapter.safetensors`` (the pipeline's adapter format) and ``metrics.json``.
+The stage folder then gets ``adapter.safetensors`` (the pipeline's adapter format) and ``metrics.json``: the
+training loss, steps and speed, and a held-out check that the adapter reads the identity (:func:`evaluate_adapter`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from PIL import Image
 
 from .dataset import build_dataset, read_manifest
 from .face_model import MiniFaceEncoder, align_world_face, crops_to_tensor
-from .factors import TRAIN_IDENTITIES
+from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
 
 ADAPTER_NAME = "adapter.safetensors"
 METRICS_NAME = "metrics.json"
@@ -55,6 +56,7 @@ class AdapterTrainingConfig:
     seed: int = 0
     checkpoint_every: int = 250
     loss_window: int = 50  # the final loss is the mean over this many last steps
+    eval_identities: int = 64  # held-out identities of the evaluation (reference and target photo each)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -148,6 +150,70 @@ def training_config(base_dir: Path, cache_dir: Path, run_dir: Path, config: Adap
     )
 
 
+@torch.no_grad()
+def evaluate_adapter(
+    base_dir: str | Path,
+    adapter_path: str | Path,
+    face_encoder_dir: str | Path,
+    mode: str,
+    num_identities: int = 64,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Denoising loss on held-out identities, the reference being another photo of the target's person, with
+    the right identity, with another person's (the references rolled by one) and with the "no identity" input.
+
+    With the conditioning of the training mode (identity-enhanced: empty prompt, text cross-attention off;
+    joint: the caption). Fixed noise, timesteps 250, 500 and 750. ``identity_gain`` (other person minus right
+    person) is positive when the adapter uses the identity.
+    """
+    from ..attention_processors import InfiniteIDAttentionState
+    from ..pipelines import InfiniteIDStableDiffusionPipeline
+    from .attributes import images_to_tensor
+    from .dataset import sample_example
+
+    if num_identities < 2:
+        raise ValueError("the evaluation needs at least two identities")
+    pipe = InfiniteIDStableDiffusionPipeline.from_pretrained(base_dir, safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_adapter(adapter_path)
+    encoder = MiniFaceEncoder.from_pretrained(face_encoder_dir).eval()
+    pairs = [
+        [sample_example(EVAL_IDENTITIES.start + i, np.random.default_rng([seed, 61, i, k])) for k in range(2)]
+        for i in range(num_identities)
+    ]
+    references, targets = [p[0] for p in pairs], [p[1] for p in pairs]
+    side = encoder.config.input_size
+    faces = encoder(crops_to_tensor([align_world_face(r.image, r.layout.landmarks, side) for r in references]))
+    crops = [align_world_face(r.image, r.layout.landmarks, 64) for r in references]
+    identity = pipe.identity_encoder
+    tokens = identity.tokens(identity.features(crops, faces))
+    inputs = {
+        "right person": tokens,
+        "other person": tokens.roll(1, dims=0),
+        "no identity": identity.tokens(identity.unconditional_features(num_identities)),
+    }
+    prompts = [t.caption for t in targets] if mode == "joint" else [""] * num_identities
+    text = pipe.encode_prompt(prompts, torch.device("cpu"), 1, False)[0]
+    vae = pipe.vae
+    latents = vae.encode(images_to_tensor([t.image for t in targets])).latent_dist.mode() * vae.config.scaling_factor
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed))
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_pretrained(base_dir, subfolder="scheduler")
+    losses: dict[str, list[float]] = {name: [] for name in inputs}
+    for t in (250, 500, 750):
+        timesteps = torch.full((num_identities,), t)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        for name, id_tokens in inputs.items():
+            state = InfiniteIDAttentionState(id_tokens=id_tokens, text_cross_attention=mode == "joint")
+            pred = pipe.unet(noisy, timesteps, text, cross_attention_kwargs={"infinite_id": state}).sample
+            losses[name].append(float(torch.nn.functional.mse_loss(pred, noise)))
+    result = {f"eval_loss_{name.replace(' ', '_')}": float(np.mean(v)) for name, v in losses.items()}
+    result["identity_gain"] = result["eval_loss_other_person"] - result["eval_loss_right_person"]
+    result["eval_identities"] = num_identities
+    return result
+
+
 def train_adapter(
     out_dir: str | Path,
     weights_dir: str | Path,
@@ -187,6 +253,11 @@ def train_adapter(
         "face_encoder": info.to_dict(),
         "resumed": result.resumed_from is not None,
     }
+    metrics.update(
+        evaluate_adapter(
+            root / "base", out / ADAPTER_NAME, root / "face_encoder", config.mode, config.eval_identities, config.seed
+        )
+    )
     (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": asdict(config)}, indent=2) + "\n")
     return metrics
 

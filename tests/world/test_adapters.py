@@ -46,6 +46,9 @@ def test_stage_writes_adapter_metrics_and_the_training_set(quick_run):
         assert (out / stage / "adapter.safetensors").is_file()
         assert metrics["steps"] == 2 and np.isfinite(metrics["final_loss"]) and metrics["samples_per_second"] > 0
         assert metrics["face_encoder"] == info.to_dict() and summary[stage]["steps"] == 2
+        losses = [metrics[f"eval_loss_{k}"] for k in ("right_person", "other_person", "no_identity")]
+        assert all(np.isfinite(losses)) and len(set(losses)) == 3  # the identity input reaches the UNet
+        assert metrics["identity_gain"] == pytest.approx(losses[1] - losses[0])
         cache = json.loads((out / stage / "cache" / "cache.json").read_text())
         assert cache["face_encoder"] == info.to_dict() and cache["photos"] == 8 and cache["identities"] == 4
     # the precomputed embedding is the mini encoder's on the true-landmark crop of the photo

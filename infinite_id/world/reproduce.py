@@ -334,17 +334,147 @@ def _row_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _row_records(table: str, row: Row, records: dict[str, list[dict]], id_scale: float) -> list[dict]:
+    run = row.run or f"reference-{table}"
+    return [
+        r
+        for r in records.get(run, [])
+        if (row.method is None or r["method"] == row.method)
+        and (r["method"] == "base-model" or math.isclose(r["id_scale"], id_scale))
+    ]
+
+
 def _table_rows(table: str, rows: Sequence[Row], records: dict[str, list[dict]], id_scale: float) -> list[dict]:
+    return [
+        {
+            "table": table,
+            "row": row.key,
+            "label": row.label,
+            **_row_summary(_row_records(table, row, records, id_scale)),
+        }
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A comparison the paper makes: ``metric`` of row ``a`` minus row ``b`` should have the paper's sign."""
+
+    text: str
+    table: str
+    metric: str
+    a: str
+    b: str
+    paper_a: float | None = None  # the paper's numbers, when it reports them (None: qualitative claim)
+    paper_b: float | None = None
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        "identity-enhanced training raises ID similarity",
+        "main",
+        "face_sim",
+        "infinite-id",
+        "no-enhanced-training",
+        0.689,
+        0.593,
+    ),
+    Claim(
+        "identity-enhanced training raises CLIP-T",
+        "main",
+        "clip_t",
+        "infinite-id",
+        "no-enhanced-training",
+        0.340,
+        0.329,
+    ),
+    Claim(
+        "identity-enhanced training raises CLIP-I",
+        "main",
+        "clip_i",
+        "infinite-id",
+        "no-enhanced-training",
+        0.913,
+        0.891,
+    ),
+    Claim("mixed attention raises CLIP-T", "main", "clip_t", "infinite-id", "no-mixed-attention", 0.340, 0.331),
+    Claim(
+        "mixed attention raises attribute accuracy (paper: via CLIP-T)",
+        "main",
+        "attr_acc",
+        "infinite-id",
+        "no-mixed-attention",
+    ),
+    Claim(
+        "mixed attention costs a little ID similarity",
+        "main",
+        "face_sim",
+        "infinite-id",
+        "no-mixed-attention",
+        0.689,
+        0.700,
+    ),
+    Claim("mutual attention loses identity", "main", "face_sim", "infinite-id", "mutual-attention", 0.689, 0.398),
+    Claim("mutual attention lowers CLIP-T", "main", "clip_t", "infinite-id", "mutual-attention", 0.340, 0.316),
+    Claim("mutual attention lowers CLIP-I", "main", "clip_i", "infinite-id", "mutual-attention", 0.913, 0.808),
+    Claim(
+        "Infinite-ID beats IP-Adapter on ID similarity",
+        "main",
+        "face_sim",
+        "infinite-id",
+        "ip-adapter-style",
+        0.689,
+        0.474,
+    ),
+    Claim("Infinite-ID beats IP-Adapter on CLIP-T", "main", "clip_t", "infinite-id", "ip-adapter-style", 0.340, 0.274),
+    Claim(
+        "AdaIN-mean stylizes (style accuracy) where no AdaIN does not", "style", "attr_style", "adain-mean", "no-adain"
+    ),
+    Claim("full AdaIN costs identity against AdaIN-mean", "style", "face_sim", "adain-mean", "full-adain"),
+)
+
+
+#: The smallest difference a verdict counts (cosine or accuracy units): less is no practical difference.
+MIN_EFFECT = 0.01
+
+
+def _paired_values(rows: Sequence[dict], metric: str) -> dict[tuple, float]:
+    """Per (identity, prompt, seed): the metric (ID similarity 0 where no face was detected)."""
+    out = {}
+    for r in rows:
+        value = (r.get("face_sim") if r.get("face_detected") else 0.0) if metric == "face_sim" else r.get(metric)
+        if value is not None:
+            out[(r["identity"], r["prompt_index"], r["seed"])] = float(value)
+    return out
+
+
+def check_claims(records: dict[str, list[dict]], id_scale: float) -> list[dict[str, Any]]:
+    """Each claim as a paired difference over the same identity, prompt and seed (mean ± standard error), and a
+    verdict: ``agrees`` / ``disagrees`` when the difference is beyond two standard errors and ``MIN_EFFECT`` from 0
+    with the paper's sign / the other sign, ``unclear`` otherwise."""
+    rows = {(t, r.key): r for t, table in (("main", MAIN_ROWS), ("style", STYLE_ROWS)) for r in table}
     out = []
-    for row in rows:
-        run = row.run or f"reference-{table}"
-        chosen = [
-            r
-            for r in records.get(run, [])
-            if (row.method is None or r["method"] == row.method)
-            and (r["method"] == "base-model" or math.isclose(r["id_scale"], id_scale))
-        ]
-        out.append({"table": table, "row": row.key, "label": row.label, **_row_summary(chosen)})
+    for claim in CLAIMS:
+        a = _paired_values(_row_records(claim.table, rows[(claim.table, claim.a)], records, id_scale), claim.metric)
+        b = _paired_values(_row_records(claim.table, rows[(claim.table, claim.b)], records, id_scale), claim.metric)
+        stats = summarize([a[k] - b[k] for k in a.keys() & b.keys()])
+        sign = 1.0 if claim.paper_a is None else math.copysign(1.0, claim.paper_a - claim.paper_b)
+        verdict = "unclear"
+        if stats["n"] and stats["mean"] is not None:
+            margin = max(2 * (stats["sem"] or 0.0), MIN_EFFECT)
+            if stats["mean"] * sign > margin:
+                verdict = "agrees"
+            elif stats["mean"] * sign < -margin:
+                verdict = "disagrees"
+        out.append(
+            {
+                **dataclasses.asdict(claim),
+                "difference": stats["mean"],
+                "sem": stats["sem"],
+                "n": stats["n"],
+                "verdict": verdict,
+            }
+        )
     return out
 
 
@@ -415,6 +545,21 @@ def _tables_markdown(result: dict[str, Any]) -> str:
             f"| {p['method']} | {p['id_scale']:g} | {p['n_images']} | {_cell(p, 'clip_t')} | {_cell(p, 'face_sim')} "
             f"| {_cell(p, 'attr_acc')} |"
         )
+    lines += [
+        "",
+        "## The paper's claims, checked",
+        "",
+        "Paired differences (row a minus row b over the same identity, prompt and seed), mean ± standard error; "
+        f"`agrees` / `disagrees`: beyond two standard errors and {MIN_EFFECT} from 0, with the paper's sign / "
+        "against it; `unclear` otherwise.",
+        "",
+        "| claim | metric | world: a - b | paper: a - b | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for c in result["claims"]:
+        world = "-" if c["difference"] is None else f"{c['difference']:+.3f} ± {c['sem'] or 0.0:.3f}"
+        paper = "qualitative" if c["paper_a"] is None else f"{c['paper_a'] - c['paper_b']:+.3f}"
+        lines.append(f"| {c['text']} | {c['metric']} | {world} | {paper} | {c['verdict']} |")
     ceiling = result["detector_ceiling"]
     paper = ["| method | CLIP-T | CLIP-I | M_FaceNet |", "|---|---|---|---|"]
     labels = {r.key: r.label for r in MAIN_ROWS}
@@ -640,6 +785,7 @@ def reproduce(
         "main": _table_rows("main", MAIN_ROWS, records, config.id_scale),
         "style": _table_rows("style", STYLE_ROWS, records, config.id_scale),
         "tradeoff": points,
+        "claims": check_claims(records, config.id_scale),
         "detector_ceiling": detector_ceiling(face_eval, list(references.values())),
         "timings_s": timings,
         "generation_s": {k: round(sum(r.get("generation_s", 0.0) for r in v), 1) for k, v in records.items()},

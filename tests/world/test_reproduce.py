@@ -23,6 +23,7 @@ from infinite_id.world.reproduce import (
     STYLE_PROMPTS,
     STYLE_ROWS,
     ReproduceConfig,
+    check_claims,
     main,
     reference_photo,
     reproduce,
@@ -93,6 +94,25 @@ def test_semantic_scores_skip_gender_and_unnamed_attributes():
     assert semantic_scores(predicted, {"gender": "man"})["attr_acc"] is None
 
 
+def test_claims_are_paired_differences_with_a_verdict():
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(12):
+        cell = {"identity": f"id{i}", "prompt_index": i % 3, "seed": 0, "id_scale": 1.0}
+        base = float(rng.uniform(0.2, 0.6))
+        records.append(
+            {**cell, "method": "infinite-id", "face_detected": True, "face_sim": base + 0.3, "clip_t": base}
+        )
+        records.append({**cell, "method": "mutual-attention", "face_detected": i % 2 == 0, "face_sim": base})
+        records[-1]["clip_t"] = base + 0.05 + 0.001 * i  # the world disagrees: mutual attention scores higher
+    claims = {c["text"]: c for c in check_claims({"raw-enhanced": records}, 1.0)}
+    lost = claims["mutual attention loses identity"]
+    assert lost["verdict"] == "agrees" and lost["n"] == 12 and lost["difference"] > 0.3  # no face counts as 0
+    assert claims["mutual attention lowers CLIP-T"]["verdict"] == "disagrees"
+    assert claims["identity-enhanced training raises ID similarity"]["verdict"] == "unclear"  # no joint run
+    assert claims["identity-enhanced training raises ID similarity"]["n"] == 0
+
+
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="prompts"):
         ReproduceConfig(prompts=len(RAW_PROMPTS) + 1)
@@ -121,7 +141,7 @@ def test_known_layout_beats_the_detector(quick_weights):
 def test_quick_run_writes_both_tables_with_every_row(quick_run):
     out, result = quick_run
     tables = (out / "tables.md").read_text()
-    for title in ("## Main table", "## Style table", "## Trade-off", "Command: `", "metrics.json sha256"):
+    for title in ("## Main table", "## Style table", "## Trade-off", "## The paper's claims", "Command: `", "sha256"):
         assert title in tables
     for row in (*MAIN_ROWS, *STYLE_ROWS):
         assert f"| {row.label} |" in tables
@@ -133,6 +153,7 @@ def test_quick_run_writes_both_tables_with_every_row(quick_run):
             assert -1.0 - 1e-5 <= row[key] <= 1.0 + 1e-5
         for key in ("face_detection_rate", "attr_acc", "attr_style"):
             assert 0.0 <= row[key] <= 1.0
+    assert all(c["verdict"] in ("agrees", "disagrees", "unclear") and c["n"] == 4 for c in result["claims"])
     with open(out / "results.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == len(MAIN_ROWS) + len(STYLE_ROWS)
     assert json.loads((out / "results.json").read_text())["settings"]["identities"] == 2

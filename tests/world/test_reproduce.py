@@ -17,7 +17,6 @@ from infinite_id.world.captions import parse_prompt
 from infinite_id.world.factors import STYLES
 from infinite_id.world.reproduce import (
     MAIN_ROWS,
-    METRIC_STAGES,
     QUICK_CONFIG,
     RAW_PROMPTS,
     STYLE_PROMPTS,
@@ -31,38 +30,12 @@ from infinite_id.world.reproduce import (
 from infinite_id.world.world_metrics import KnownLayoutFaceAnalyzer, image_fingerprint, semantic_scores
 
 
-def _make_adapters(weights) -> None:
-    """Untrained identity-enhanced and joint adapters (seeded), unless the retrain stages made them."""
-    from infinite_id.faces.world_backend import MiniFaceAnalyzer
-    from infinite_id.models.projectors import IdentityProjectionConfig
-    from infinite_id.pipelines import InfiniteIDStableDiffusionPipeline
-
-    info = MiniFaceAnalyzer(weights).info  # the adapters' face encoder, as the mini backend describes it
-    for seed, stage in enumerate(("adapter_identity_enhanced", "adapter_joint")):
-        target = weights / stage / "adapter.safetensors"
-        if target.is_file():
-            continue
-        pipe = InfiniteIDStableDiffusionPipeline.from_pretrained(weights / "base")
-        torch.manual_seed(seed)
-        vision = pipe.image_encoder.config
-        config = IdentityProjectionConfig(
-            cross_attention_dim=pipe.unet.config.cross_attention_dim,
-            face_dim=512,
-            clip_dim=vision.hidden_size,
-            clip_num_tokens=(vision.image_size // vision.patch_size) ** 2 + 1,
-        )
-        pipe.init_adapter(config, info)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        pipe.save_adapter(target)
-
-
 @pytest.fixture(scope="session")
 def quick_weights(tmp_path_factory):
     from infinite_id.world.retrain import retrain
 
     root = tmp_path_factory.mktemp("world_quick_weights")
-    retrain(root, only=[*METRIC_STAGES, "vae"], quick=True, progress=False)
-    _make_adapters(root)
+    retrain(root, quick=True, progress=False)  # every stage, the two adapters included (two steps each)
     return root
 
 

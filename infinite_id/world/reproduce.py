@@ -558,8 +558,8 @@ def _tables_markdown(result: dict[str, Any]) -> str:
     ]
     for c in result["claims"]:
         world = "-" if c["difference"] is None else f"{c['difference']:+.3f} ± {c['sem'] or 0.0:.3f}"
-        paper = "qualitative" if c["paper_a"] is None else f"{c['paper_a'] - c['paper_b']:+.3f}"
-        lines.append(f"| {c['text']} | {c['metric']} | {world} | {paper} | {c['verdict']} |")
+        paper_diff = "qualitative" if c["paper_a"] is None else f"{c['paper_a'] - c['paper_b']:+.3f}"
+        lines.append(f"| {c['text']} | {c['metric']} | {world} | {paper_diff} | {c['verdict']} |")
     ceiling = result["detector_ceiling"]
     paper = ["| method | CLIP-T | CLIP-I | M_FaceNet |", "|---|---|---|---|"]
     labels = {r.key: r.label for r in MAIN_ROWS}

@@ -1,10 +1,11 @@
 """Which model the command line and the web UI use when none is named, and loading the ones that are named.
 
-``resolve_default_model`` is the one place that decides the default. Today it returns the *smoke model*: a tiny
-SD-1.5-shaped pipeline with random weights built in-process (``infinite_id.testing``), with a fresh adapter whose
-face input matches the chosen face analyzer. It runs every code path offline in a second, but its images are
-noise. When the trained miniature model ships, ``resolve_default_model`` returns it instead and nothing else
-changes.
+``resolve_default_model`` is the one place that decides the default: the *miniature model* that ships in the
+package (``infinite_id/world/weights/``, see docs/world.md): an SD-1.5-shaped 64 px model trained from scratch on
+the miniature world's portraits, with its identity-enhanced adapter and its own face backend (``mini``). It runs
+offline on a CPU in seconds. If those weights are missing (a trimmed install), it falls back to the *smoke model*:
+a tiny pipeline with random weights built in-process (``infinite_id.testing``), with a fresh adapter for the
+chosen face analyzer, whose images are noise, and says so loudly.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ __all__ = [
     "SMOKE_MODEL_WARNING",
     "LoadedModel",
     "build_smoke_model",
+    "default_face_backend",
     "default_model_description",
+    "load_miniature_model",
     "load_model",
+    "miniature_model_available",
     "resolve_default_model",
     "resolve_device",
 ]
@@ -75,16 +79,69 @@ def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple[str, torc
     return device, choices[dtype]
 
 
+MINIATURE_DESCRIPTION = (
+    "miniature model (64 px, trained from scratch on the miniature world's portraits; identity-enhanced adapter; "
+    "face backend 'mini'; see docs/world.md)"
+)
+MINIATURE_ADAPTER_STAGE = "adapter_identity_enhanced"
+
+
+def miniature_model_available() -> bool:
+    """True when the miniature model's weights ship with this installation."""
+    from .world.weights import shipped_weights_available
+
+    return shipped_weights_available()
+
+
 def default_model_description() -> str:
     """What ``resolve_default_model`` gives, without building it (for ``infinite-id info``)."""
-    return "smoke model (random weights, built in-process; images are noise) - the miniature model is not shipped yet"
+    if miniature_model_available():
+        return MINIATURE_DESCRIPTION
+    return (
+        "smoke model (random weights, built in-process; images are noise): the miniature model's weights are missing"
+    )
+
+
+def default_face_backend() -> str:
+    """The face backend that goes with the default model: its own (``mini``) when it ships, else ``auto``."""
+    return "mini" if miniature_model_available() else "auto"
 
 
 def resolve_default_model(
-    face_encoder: FaceEncoderInfo, device: str = "cpu", dtype: torch.dtype = torch.float32
-) -> LoadedModel:
-    """The model used when no model is named. Change this function (only) to make the miniature model the default."""
-    return build_smoke_model(face_encoder, device, dtype)
+    face_encoder: FaceEncoderInfo | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[LoadedModel, FaceEncoderInfo]:
+    """The model used when no model is named, and the face encoder its adapter needs.
+
+    ``face_encoder`` only matters for the smoke fallback (its fresh adapter is built for that encoder); the miniature
+    model's adapter was trained on the ``mini`` face encoder and needs it.
+    """
+    if miniature_model_available():
+        return load_miniature_model(device=device, dtype=dtype)
+    if face_encoder is None:
+        raise ValueError("the smoke model needs the face encoder it should be built for")
+    return build_smoke_model(face_encoder, device, dtype), face_encoder
+
+
+def load_miniature_model(
+    weights: str | os.PathLike | None = None,
+    adapter_stage: str = MINIATURE_ADAPTER_STAGE,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[LoadedModel, FaceEncoderInfo]:
+    """The miniature base model with one of its adapters (``adapter_identity_enhanced`` or ``adapter_joint``)."""
+    from .world.weights import resolve_weights_dir
+
+    root = resolve_weights_dir(weights)
+    loaded, face_encoder = load_model(
+        root / "base", root / adapter_stage / "adapter.safetensors", device=device, dtype=dtype
+    )
+    loaded.name = "miniature"
+    loaded.description = (
+        MINIATURE_DESCRIPTION
+        if adapter_stage == MINIATURE_ADAPTER_STAGE
+        else (f"{MINIATURE_DESCRIPTION} [{adapter_stage}]")
+    )
+    return loaded, face_encoder
 
 
 def build_smoke_model(

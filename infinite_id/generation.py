@@ -21,7 +21,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from . import __version__
-from .defaults import LoadedModel, load_model, resolve_default_model, resolve_device
+from .defaults import LoadedModel, load_model, miniature_model_available, resolve_default_model, resolve_device
 
 __all__ = [
     "STYLE_PRESETS",
@@ -251,12 +251,14 @@ def open_generator(
     analyzer = None
     if embedding is not None:
         analyzer = PrecomputedFaceEncoder(embedding)
-    elif explicit or model is None:
+    elif explicit:
         analyzer = _face_analyzer(face_backend, face_model, face_model_dir)
     if model is None:
         if adapter is not None or image_encoder is not None:
             raise ValueError("--adapter and --image-encoder need --model (the base model they belong to)")
-        loaded = resolve_default_model(analyzer.info, device, torch_dtype)
+        if analyzer is None and not miniature_model_available():
+            analyzer = _face_analyzer(face_backend, face_model, face_model_dir)
+        loaded, face_encoder = resolve_default_model(analyzer.info if analyzer else None, device, torch_dtype)
     else:
         if adapter is None:
             raise ValueError("--model needs --adapter: an Infinite-ID adapter or an IP-Adapter face file")
@@ -269,8 +271,8 @@ def open_generator(
             dtype=torch_dtype,
             ip_adapter_options=ip_adapter_options,
         )
-        if analyzer is None:
-            analyzer = loaded.pipe.face_analyzer or analyzer_for(face_encoder)
+    if analyzer is None:
+        analyzer = loaded.pipe.face_analyzer or analyzer_for(face_encoder)
     if loaded.pipe.face_analyzer is not analyzer:
         loaded.pipe.set_face_analyzer(analyzer)
     return Generator(loaded, analyzer)

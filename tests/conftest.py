@@ -16,6 +16,20 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
 @pytest.fixture(scope="session")
+def world_quick_weights(tmp_path_factory) -> Path:
+    """Every miniature-world stage, adapters included, trained for two steps (the retrain command's ``--quick``),
+    once per test session: real files in the shipped layout, untrained numbers."""
+    from infinite_id.world.retrain import retrain
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("world_quick_weights")
+    retrain(root, quick=True, progress=False)
+    torch.set_num_threads(threads)
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
     """Tiny SD 1.5 and SDXL base models saved in diffusers layout, once per test session."""
     root = tmp_path_factory.mktemp("tiny_models")

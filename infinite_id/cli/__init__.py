@@ -12,15 +12,16 @@ Infinite-ID: put the person from one photo into any scene or style a prompt desc
 Start here (offline, no model download):
   infinite-id info                         versions, devices, face models found
   infinite-id faces examples/astronaut.jpg the faces in a photo (--face-index)
-  infinite-id generate --ref examples/astronaut.jpg \\
+  infinite-id generate --ref examples/portraits/woman_1.png \\
       --prompt "a photo of a woman wearing a yellow sweater, on the beach" \\
       --out outputs/                       PNGs with their settings inside
   infinite-id serve                        web UI on http://127.0.0.1:7860
 
-Without --model, generate and serve use the default model. Until the miniature model ships, that is a smoke model
-with random weights: it runs everything offline, but its images are noise. Real images need a base model and an
-adapter: --model and --adapter (docs/cli.md). Train an adapter with `train`, measure it with `eval`, time the
-pipeline with `bench`. `infinite-id COMMAND --help` explains each command.
+Without --model, generate and serve use the default model: the miniature model that ships with the package, a 64 px
+model trained from scratch on the miniature world's portraits (examples/portraits/; docs/world.md). It runs offline
+in seconds, with its own face backend (mini), which reads those portraits, not real photos. Real photos need a
+base model and an adapter: --model and --adapter (docs/cli.md). Train an adapter with `train`, measure it with
+`eval`, time the pipeline with `bench`. `infinite-id COMMAND --help` explains each command.
 """
 
 app = typer.Typer(

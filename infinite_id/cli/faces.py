@@ -60,7 +60,9 @@ def _print_table(record: dict[str, Any], min_face_size: float) -> None:
 @app.command("faces")
 def faces_command(
     images: list[Path] = typer.Argument(..., help="One or more photos."),
-    backend: str = typer.Option("auto", "--backend", "-b", help="auto, insightface or dlib."),
+    backend: str = typer.Option(
+        "auto", "--backend", "-b", help="auto, insightface, dlib or mini (miniature-world renders)."
+    ),
     model: str | None = typer.Option(None, "--model", help="insightface model pack (antelopev2, buffalo_l, ...)."),
     model_dir: Path | None = typer.Option(None, "--model-dir", help="Folder with the backend's model files."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),

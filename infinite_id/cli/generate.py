@@ -13,8 +13,8 @@ from . import app
 EPILOG = """\
 \b
 Examples:
-  # offline, default model
-  infinite-id generate --ref examples/astronaut.jpg \\
+  # offline, default (miniature) model
+  infinite-id generate --ref examples/portraits/woman_1.png \\
       --prompt "a photo of a woman wearing a yellow sweater, on the beach"
   # two styles x three seeds, text stream saved beside each image
   infinite-id generate --ref me.jpg --prompt "a man" --style comic \\
@@ -30,8 +30,9 @@ Examples:
       --adapter ip-adapter-faceid-plusv2_sd15.bin \\
       --image-encoder path/to/models/image_encoder --face-model buffalo_l
 
-Without --model the default model runs. Until the miniature model ships, that is the random-weight smoke model: it
-runs offline in seconds, but its images are noise.
+Without --model the default model runs: the miniature model (64 px, trained from scratch on the miniature world,
+offline, seconds on a CPU), with the face backend mini, which reads the world's portraits (examples/portraits/),
+not real photos.
 """
 
 
@@ -146,7 +147,11 @@ def generate_command(
     image_encoder: str | None = typer.Option(
         None, "--image-encoder", help="CLIP vision model folder or hub id, if the base model folder has none."
     ),
-    face_backend: str = typer.Option("auto", "--face-backend", help="auto, insightface or dlib."),
+    face_backend: str = typer.Option(
+        "auto",
+        "--face-backend",
+        help="auto (the model's own: mini for the default model), insightface, dlib or mini.",
+    ),
     face_model: str | None = typer.Option(None, "--face-model", help="insightface pack (buffalo_l, antelopev2, ...)."),
     face_model_dir: str | None = typer.Option(None, "--face-model-dir", help="Folder with the face model files."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
@@ -191,8 +196,10 @@ def generate_command(
         raise typer.BadParameter(f"choose {', '.join(SELF_ATTENTION_CHOICES)}", param_hint="--self-attention")
     if multi_image not in ("concat", "mean"):
         raise typer.BadParameter(f"{multi_image!r}: choose concat or mean", param_hint="--multi-image")
-    if face_backend not in ("auto", "insightface", "dlib"):
-        raise typer.BadParameter(f"{face_backend!r}: choose auto, insightface or dlib", param_hint="--face-backend")
+    if face_backend not in ("auto", "insightface", "dlib", "mini"):
+        raise typer.BadParameter(
+            f"{face_backend!r}: choose auto, insightface, dlib or mini", param_hint="--face-backend"
+        )
     if out.exists() and not out.is_dir():
         raise typer.BadParameter(f"{out} is a file, not a folder", param_hint="--out")
     jobs = [

@@ -42,13 +42,17 @@ def _devices() -> dict[str, Any]:
     return devices
 
 
+#: The backends ``info`` reports; ``mini`` reads only the miniature world's renders (the default model's own).
+FACE_BACKENDS = ("insightface", "dlib", "mini")
+
+
 def _face_backends() -> dict[str, Any]:
     """Each backend: the encoder it would use, or why it cannot run; insightface packs found offline."""
     from ..faces import get_face_analyzer
     from ..faces.errors import BackendUnavailableError
 
     found: dict[str, Any] = {}
-    for name in ("insightface", "dlib"):
+    for name in FACE_BACKENDS:
         try:
             found[name] = {"available": True, "encoder": get_face_analyzer(name).info.describe()}
         except (BackendUnavailableError, ImportError, OSError, ValueError) as exc:
@@ -123,7 +127,7 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
                   f"mps: {devices['mps']}")  # fmt: skip
     faces = data["face_backends"]
     console.print("[bold]face backends[/] (auto -> " + str(faces["auto"]) + "):")
-    for name in ("insightface", "dlib"):
+    for name in FACE_BACKENDS:
         entry = faces[name]
         state = f"[green]{entry['encoder']}[/]" if entry["available"] else f"[red]unavailable[/]: {entry['reason']}"
         console.print(f"  {name}: {state}")

@@ -14,7 +14,11 @@ def serve_command(
     model: str | None = typer.Option(None, "--model", "-m", help="Base model folder or hub id. Default: see `info`."),
     adapter: str | None = typer.Option(None, "--adapter", "-a", help="Infinite-ID adapter or IP-Adapter face file."),
     image_encoder: str | None = typer.Option(None, "--image-encoder", help="CLIP vision model folder or hub id."),
-    face_backend: str = typer.Option("auto", "--face-backend", help="auto, insightface or dlib."),
+    face_backend: str = typer.Option(
+        "auto",
+        "--face-backend",
+        help="auto (the model's own: mini for the default model), insightface, dlib or mini.",
+    ),
     face_model: str | None = typer.Option(None, "--face-model", help="insightface pack (buffalo_l, antelopev2, ...)."),
     face_model_dir: str | None = typer.Option(None, "--face-model-dir", help="Folder with the face model files."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),

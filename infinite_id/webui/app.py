@@ -29,6 +29,22 @@ __all__ = ["ServeLimits", "WebSession", "build_app", "launch"]
 
 ACCEPTED_TYPES = [".jpg", ".jpeg", ".png", ".webp", ".bmp"]
 FACE_THUMB = 128
+#: A face thumbnail shows the detector's box grown by this fraction on every side (hair, chin and ears included).
+FACE_THUMB_MARGIN = 0.35
+
+
+def face_thumbnail(image: Image.Image, box: tuple[float, float, float, float], size: int) -> Image.Image:
+    """A square ``size`` px view of the face in ``box`` with a margin, as people expect to see a face (the
+    recognition crop, tight and rotated, looks odd to them). Parts outside the photo are filled grey."""
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * FACE_THUMB_MARGIN)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    area = tuple(round(v) for v in (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
+    canvas = Image.new("RGB", (area[2] - area[0], area[3] - area[1]), (128, 128, 128))
+    inside = (max(area[0], 0), max(area[1], 0), min(area[2], image.width), min(area[3], image.height))
+    if inside[0] < inside[2] and inside[1] < inside[3]:
+        canvas.paste(image.convert("RGB").crop(inside), (inside[0] - area[0], inside[1] - area[1]))
+    return canvas.resize((size, size), Image.BICUBIC)
 
 
 @dataclass
@@ -95,7 +111,7 @@ class WebSession:
         items = []
         for p, (image, faces) in enumerate(zip(photos.images, photos.faces, strict=True)):
             for f, face in enumerate(faces):
-                crop = self.generator.analyzer.align(image, face, FACE_THUMB)
+                crop = face_thumbnail(self.generator.analyzer.load(image), face.box, FACE_THUMB)
                 mark = " (used)" if photos.choice[p] == f else ""
                 items.append((crop, f"{photos.names[p]} · face {f}{mark}"))
         return items
@@ -158,7 +174,7 @@ class WebSession:
             identity = self.generator.identity(photos.images, photos.choice)
             result = self.generator.generate(identity, settings, text_stream=True)
         gallery = [(result.text_image, "text stream (the prompt alone)"), (result.image, "identity stream")]
-        info = f"seed {seed} · {settings.full_prompt!r} · {self.generator.model.description}"
+        info = f"seed {seed} · {settings.steps} steps · {settings.full_prompt!r} · {self.generator.model.description}"
         return gallery, info
 
 

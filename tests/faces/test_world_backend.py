@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from infinite_id.faces import BackendUnavailableError, FaceEncoderInfo, NoFaceError, get_face_analyzer
 from infinite_id.faces.world_backend import MiniFaceAnalyzer, world_eval_analyzer
@@ -19,13 +18,8 @@ STAGES = ["face_encoder", "face_encoder_eval", "landmarks"]
 
 
 @pytest.fixture(scope="session")
-def quick_weights(tmp_path_factory):
-    from infinite_id.world.retrain import retrain
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("quick-world-weights")
-    retrain(out, only=STAGES, quick=True, progress=False)
-    return out
+def quick_weights(world_quick_weights):
+    return world_quick_weights  # all stages, two steps each (tests/conftest.py); these tests use STAGES
 
 
 def _render(identity: int, photo: int):

@@ -17,13 +17,9 @@ ADAPTERS = ["adapter_identity_enhanced", "adapter_joint"]
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    from infinite_id.world.retrain import retrain
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("quick-adapters")
-    summary = retrain(out, only=["face_encoder", "clip", "vae", "base", *ADAPTERS], quick=True, progress=False)
-    return out, summary
+def quick_run(world_quick_weights):
+    """The session's quick retrain (tests/conftest.py) and its summary."""
+    return world_quick_weights, json.loads((world_quick_weights / "metrics.json").read_text())
 
 
 def test_recipe_and_quick_variant():

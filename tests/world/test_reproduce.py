@@ -31,12 +31,8 @@ from infinite_id.world.world_metrics import KnownLayoutFaceAnalyzer, image_finge
 
 
 @pytest.fixture(scope="session")
-def quick_weights(tmp_path_factory):
-    from infinite_id.world.retrain import retrain
-
-    root = tmp_path_factory.mktemp("world_quick_weights")
-    retrain(root, quick=True, progress=False)  # every stage, the two adapters included (two steps each)
-    return root
+def quick_weights(world_quick_weights):
+    return world_quick_weights  # every stage, the two adapters included (two steps each; tests/conftest.py)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,145 @@
+"""The documentation's pictures, made by the miniature model (the default model), reproducibly.
+
+    python -m infinite_id.world.doc_images --out docs/images            # the shipped weights
+    python -m infinite_id.world.doc_images --weights /tmp/w --out /tmp/images
+
+Every picture is a grid of 64 px images (scaled up 3x, nearest neighbour, so pixels stay visible) with labels:
+
+- ``world_generate.png``: reference portraits, then for each prompt the text stream and the identity stream;
+- ``world_self_attention.png``: the identity stream with mixed attention (the paper), mutual attention and
+  independent self-attention (no mixing), beside the text stream;
+- ``world_adain.png``: style prompts with AdaIN off, AdaIN-mean (the paper) and full AdaIN;
+- ``world_id_scale.png``: the ID scale from 0 (text only) to 1.
+
+Seeds and settings are fixed here, so the pictures change only when the weights or the method change.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from ..defaults import load_miniature_model
+from ..faces import get_face_analyzer
+from ..generation import GenerationSettings, Generator
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "portraits"
+SCALE = 3
+LABEL_HEIGHT = 14
+STEPS = 25
+SEED = 1
+GENERATE_PROMPTS = (
+    "a photo of a {g} wearing a yellow sweater, on the beach",
+    "a photo of a {g} with sunglasses in the forest",
+    "a {g} in a red hoodie, in the city at night",
+    "a {g} in watercolor painting style",
+)
+STYLE_PROMPTS = ("a {g} in cartoon style", "a {g} in pop art style", "a {g} in oil painting style")
+
+
+def _tile(image: Image.Image, label: str) -> Image.Image:
+    big = image.convert("RGB").resize((image.width * SCALE, image.height * SCALE), Image.NEAREST)
+    tile = Image.new("RGB", (big.width, big.height + LABEL_HEIGHT), "white")
+    tile.paste(big, (0, LABEL_HEIGHT))
+    ImageDraw.Draw(tile).text((2, 1), label, fill="black")
+    return tile
+
+
+def grid(rows: Sequence[Sequence[tuple[Image.Image, str]]]) -> Image.Image:
+    """Rows of ``(image, label)`` pairs as one picture; rows may have different lengths."""
+    tiles = [[_tile(image, label) for image, label in row] for row in rows]
+    width = max(sum(t.width for t in row) for row in tiles)
+    height = sum(max(t.height for t in row) for row in tiles)
+    sheet = Image.new("RGB", (width, height), "white")
+    y = 0
+    for row in tiles:
+        x = 0
+        for tile in row:
+            sheet.paste(tile, (x, y))
+            x += tile.width
+        y += max(t.height for t in row)
+    return sheet
+
+
+def _gender(path: Path) -> str:
+    return "woman" if path.name.startswith("woman") else "man"
+
+
+def make_doc_images(out_dir: str | Path, weights: str | Path | None = None, steps: int = STEPS) -> list[Path]:
+    """Write the pictures into ``out_dir``; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    loaded, _ = load_miniature_model(weights)
+    generator = Generator(loaded, get_face_analyzer("mini", weights_dir=weights))
+    references = [EXAMPLES / "woman_1.png", EXAMPLES / "man_1.png"]
+
+    def run(identity, prompt: str, **settings) -> tuple[Image.Image, Image.Image]:
+        result = generator.generate(
+            identity, GenerationSettings(prompt=prompt, seed=SEED, steps=steps, **settings), text_stream=True
+        )
+        return result.text_image, result.image
+
+    written = []
+    identities = {ref: generator.identity([ref]) for ref in references}
+
+    rows = []
+    for ref, identity in identities.items():
+        row = [(Image.open(ref), "reference")]
+        for template in GENERATE_PROMPTS:
+            prompt = template.format(g=_gender(ref))
+            text, ours = run(identity, prompt)
+            short = prompt.split(" ", 3)[-1][:22]
+            row += [(text, f"text: {short}"), (ours, "Infinite-ID")]
+        rows.append(row)
+    written.append(out / "world_generate.png")
+    grid(rows).save(written[-1])
+
+    rows = []
+    for ref, identity in identities.items():
+        prompt = GENERATE_PROMPTS[0].format(g=_gender(ref))
+        row = [(Image.open(ref), "reference"), (run(identity, prompt)[0], "text stream")]
+        for mode in ("mixed", "mutual", "independent"):
+            row.append((run(identity, prompt, self_attention=mode)[1], mode))
+        rows.append(row)
+    written.append(out / "world_self_attention.png")
+    grid(rows).save(written[-1])
+
+    rows = []
+    ref = references[0]
+    for template in STYLE_PROMPTS:
+        prompt = template.format(g=_gender(ref))
+        style = prompt.split(" in ", 1)[1].removesuffix(" style")
+        row = [(Image.open(ref), "reference"), (run(identities[ref], prompt)[0], f"text: {style}")]
+        for adain, label in (("off", "AdaIN off"), ("mean", "AdaIN-mean"), ("full", "full AdaIN")):
+            row.append((run(identities[ref], prompt, adain=adain)[1], label))
+        rows.append(row)
+    written.append(out / "world_adain.png")
+    grid(rows).save(written[-1])
+
+    prompt = GENERATE_PROMPTS[0].format(g=_gender(ref))
+    row = [(Image.open(ref), "reference")]
+    for scale in (0.0, 0.25, 0.5, 0.75, 1.0):
+        row.append((run(identities[ref], prompt, id_scale=scale)[1], f"ID scale {scale:g}"))
+    written.append(out / "world_id_scale.png")
+    grid([row]).save(written[-1])
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Make the documentation's pictures with the miniature model.")
+    parser.add_argument("--out", default="docs/images")
+    parser.add_argument("--weights", default=None, help="weights folder (default: the shipped weights)")
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    for path in make_doc_images(args.out, args.weights, args.steps):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

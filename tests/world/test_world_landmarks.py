@@ -53,3 +53,13 @@ def test_smoke_training(tmp_path):
     assert metrics["mean_error_px"] > 0 and 0 <= metrics["face_recall"] <= 1
     assert json.loads((tmp_path / "metrics.json").read_text())["metrics"] == metrics
     assert LandmarkDetector.from_pretrained(tmp_path).config == TINY
+
+
+def test_negatives_include_plain_pictures():
+    from infinite_id.world.train_landmarks import face_free_image, plain_image
+
+    flat_or_smooth = [np.asarray(plain_image(np.random.default_rng(i)), dtype=np.float32) for i in range(12)]
+    for pixels in flat_or_smooth:  # nothing sharp in them: neighbouring pixels differ little
+        assert pixels.shape == (64, 64, 3) and np.abs(np.diff(pixels, axis=1)).max() < 40
+    always_plain = np.asarray(face_free_image(np.random.default_rng(0), plain_fraction=1.0))
+    assert always_plain.shape == (64, 64, 3)

@@ -108,6 +108,9 @@ def export_weights(train_out: str | Path, dest: str | Path, stages: Iterable[str
                 target = tmp / stage / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source / stage / relative, target)
+        summary = source / "metrics.json"  # the retrain command's summary: every stage's metrics and time
+        if summary.is_file():
+            shutil.copy2(summary, tmp / "metrics.json")
         report = {"exported": finished, "missing": [s for s in selected if s not in finished]}
         (tmp / "export.json").write_text(json.dumps({"source": str(source.resolve()), **report}, indent=2) + "\n")
         old = None

@@ -65,8 +65,8 @@ STAGES: dict[str, tuple[Callable, object]] = {
     # About 0.55 s (identity-enhanced) and 0.85 s (joint: captions encoded every step) per step of 32 on one
     # shared CPU thread (measured under load), plus about two minutes to render 8,000 photos and build the
     # cache: about 8.5 and 12 minutes.
-    "adapter_identity_enhanced": (_train_adapter, AdapterTrainingConfig(mode="identity-enhanced", steps=700)),
-    "adapter_joint": (_train_adapter, AdapterTrainingConfig(mode="joint", steps=700)),
+    "adapter_identity_enhanced": (_train_adapter, AdapterTrainingConfig(mode="identity-enhanced", steps=1200)),
+    "adapter_joint": (_train_adapter, AdapterTrainingConfig(mode="joint", steps=1200)),
 }
 
 #: stage -> the stages whose outputs it reads (they must be finished first).

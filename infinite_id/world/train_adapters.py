@@ -46,7 +46,7 @@ class AdapterTrainingConfig:
     photos_per_identity: int = 8
     steps: int = 700
     batch_size: int = 32
-    lr: float = 5e-4
+    lr: float = 2e-3
     warmup_steps: int = 40
     id_dropout: float = 0.05
     text_dropout: float = 0.05

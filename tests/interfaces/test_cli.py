@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from infinite_id.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
-ASTRONAUT = ROOT / "examples" / "astronaut.jpg"
+ASTRONAUT = ROOT / "examples" / "astronaut.jpg"  # a real photo: for real models and the insightface backend
+PORTRAIT = ROOT / "examples" / "portraits" / "woman_1.png"  # a miniature-world portrait: for the default model
 PROMPT = "a photo of a woman wearing a yellow sweater, on the beach"
 
 
@@ -29,7 +30,8 @@ def _meta(path: Path) -> dict:
 def test_help_teaches_the_first_commands():
     top = _run("--help")
     assert top.exit_code == 0
-    for text in ("Start here", "infinite-id generate --ref examples/astronaut.jpg", "serve", "info", "smoke model"):
+    first = "infinite-id generate --ref examples/portraits/woman_1.png"
+    for text in ("Start here", first, "serve", "info", "miniature"):
         assert text in top.output
     generate = _run("generate", "--help")
     options = "--ref --embedding --prompts-file --style --seed --id-scale --adain --size --model --adapter"
@@ -40,52 +42,54 @@ def test_help_teaches_the_first_commands():
 
 def test_first_readme_command_runs_offline_with_the_default_model(tmp_path):
     out = tmp_path / "outputs"
-    result = _run("generate", "--ref", ASTRONAUT, "--prompt", PROMPT, "--out", out, "--steps", "3", "--seed", "4-5",
-                  "--style", "none", "--style", "comic", "--also-text-stream")  # fmt: skip
+    flags = ("--prompt", PROMPT, "--out", out, "--steps", "3", "--also-text-stream")
+    result = _run("generate", "--ref", PORTRAIT, *flags, "--seed", "4-5", "--style", "none", "--style", "watercolor")
     assert result.exit_code == 0, result.output
-    assert "SMOKE MODEL" in result.output and "RANDOM weights" in result.output
+    assert "miniature model" in result.output and "SMOKE" not in result.output
     files = sorted(out.glob("*.png"))
     assert len(files) == 8  # 2 styles x 2 seeds x (identity + text stream)
     assert all(str(f) in result.output for f in files)
     identity = [f for f in files if not f.name.endswith("-text.png")]
     metas = [_meta(f) for f in identity]
     assert sorted(m["settings"]["seed"] for m in metas) == [4, 4, 5, 5]
-    comic = next(m for m in metas if m["settings"]["style"] == "comic")
-    assert comic["prompt"] == f"{PROMPT}, in comic book style"
-    assert comic["stream"] == "identity" and comic["random_weights"] is True
-    assert comic["settings"]["steps"] == 3 and comic["face_encoder"] == "insightface/buffalo_s (512-d)"
-    assert "Seed: " in comic["parameters"] and "CFG scale: 5.0" in comic["parameters"]
+    styled = next(m for m in metas if m["settings"]["style"] == "watercolor")
+    assert styled["prompt"] == f"{PROMPT}, in watercolor painting style"
+    assert styled["stream"] == "identity" and styled["random_weights"] is False
+    assert styled["settings"]["steps"] == 3 and styled["face_encoder"].startswith("mini/mini_face_encoder-")
+    assert styled["size"] == [64, 64] and "miniature model" in styled["model"]
+    assert "Seed: " in styled["parameters"] and "CFG scale: 5.0" in styled["parameters"]
     assert _meta(next(f for f in files if f.name.endswith("-text.png")))["stream"] == "text"
     # Same seed, same settings: same image; files are never replaced.
-    again = _run("generate", "--ref", ASTRONAUT, "--prompt", PROMPT, "--out", out, "--steps", "3", "--seed", "4", "-q")
+    again = _run("generate", "--ref", PORTRAIT, *flags, "--seed", "4", "--style", "none", "-q")
     assert again.exit_code == 0, again.output
     new = sorted(set(out.glob("*.png")) - set(files))
-    assert len(new) == 1 and new[0].name.startswith("0005-")
-    first = next(f for f in identity if _meta(f)["settings"] == _meta(new[0])["settings"])
-    assert list(Image.open(first).getdata()) == list(Image.open(new[0]).getdata())
+    assert len(new) == 2 and new[0].name.startswith("0005-")
+    repeated = next(f for f in new if not f.name.endswith("-text.png"))
+    first = next(f for f in identity if _meta(f)["settings"] == _meta(repeated)["settings"])
+    assert list(Image.open(first).getdata()) == list(Image.open(repeated).getdata())
 
 
 BAD_ARGUMENTS = [
     ((), "--ref"),
     (("--ref", "missing.jpg", "--prompt", "x"), "does not exist"),
-    (("--ref", ASTRONAUT), "--prompt"),
-    (("--ref", ASTRONAUT, "--prompt", "  "), "empty"),
-    (("--ref", ASTRONAUT, "--prompt", "x", "--style", "cubist"), "cubist"),
-    (("--ref", ASTRONAUT, "--prompt", "x", "--seed", "a-b"), "not a seed"),
-    (("--ref", ASTRONAUT, "--prompt", "x", "--steps", "0"), "steps"),
-    (("--ref", ASTRONAUT, "--prompt", "x", "--guidance", "-1"), "guidance"),
-    (("--ref", ASTRONAUT, "--prompt", "x", "--id-scale", "9"), "ID scale"),
-    (("--ref", ASTRONAUT, "--prompt", "x", "--size", "big"), "WIDTHxHEIGHT"),
-    (("--ref", ASTRONAUT, "--prompt", "x", "--size", "5000"), "4096"),
-    (("--ref", ASTRONAUT, "--prompt", "x", "--adain", "sometimes"), "auto"),
-    (("--ref", ASTRONAUT, "--prompt", "x", "--face-backend", "magic"), "insightface"),
-    (("--ref", ASTRONAUT, "--prompt", "x", "--multi-image", "sum"), "concat"),
-    (("--ref", ASTRONAUT, "--prompt", "x", "--out", ASTRONAUT), "is a file"),
-    (("--ref", ASTRONAUT, "--prompt", "x", "--prompts-file", "nope.txt"), "does not exist"),
-    (("--ref", ASTRONAUT, "--prompt", "x", "--dtype", "float8"), "dtype"),
-    (("--ref", ASTRONAUT, "--prompt", "x", "--device", "cuda:7"), "CUDA"),
-    (("--ref", ASTRONAUT, "--prompt", "x", "--adapter", "a.safetensors"), "need --model"),
-    (("--ref", ASTRONAUT, "--prompt", "x", "--model", "./no/such/model", "--adapter", "a.bin"), "does not exist"),
+    (("--ref", PORTRAIT), "--prompt"),
+    (("--ref", PORTRAIT, "--prompt", "  "), "empty"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--style", "cubist"), "cubist"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--seed", "a-b"), "not a seed"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--steps", "0"), "steps"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--guidance", "-1"), "guidance"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--id-scale", "9"), "ID scale"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--size", "big"), "WIDTHxHEIGHT"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--size", "5000"), "4096"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--adain", "sometimes"), "auto"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--face-backend", "magic"), "insightface"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--multi-image", "sum"), "concat"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--out", ASTRONAUT), "is a file"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--prompts-file", "nope.txt"), "does not exist"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--dtype", "float8"), "dtype"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--device", "cuda:7"), "CUDA"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--adapter", "a.safetensors"), "need --model"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--model", "./no/such/model", "--adapter", "a.bin"), "does not exist"),
 ]
 
 
@@ -159,16 +163,22 @@ def test_an_ip_adapter_plus_face_file_is_used_as_the_identity_stream(real_model,
 def test_precomputed_embedding_replaces_the_face_model(tmp_path):
     from infinite_id.faces import get_face_analyzer, save_embeddings
 
-    analyzer = get_face_analyzer("insightface")
-    crop = analyzer.identity(ASTRONAUT)
-    embedding = tmp_path / "astronaut.safetensors"
+    analyzer = get_face_analyzer("mini")  # the default model's own face encoder
+    crop = analyzer.identity(PORTRAIT)
+    embedding = tmp_path / "woman_1.safetensors"
     save_embeddings(embedding, crop.embedding, analyzer.info)
     face = tmp_path / "face.png"
     crop.clip_crop.save(face)
     result = _run("generate", "--embedding", embedding, "--ref", face, "--prompt", PROMPT, "--out", tmp_path / "o",
                   "--steps", "2", "--seed", "0")  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert _meta(next((tmp_path / "o").glob("*.png")))["face_encoder"] == "insightface/buffalo_s (512-d)"
+    assert _meta(next((tmp_path / "o").glob("*.png")))["face_encoder"] == analyzer.info.describe()
+    # An embedding from another face encoder is refused with a sentence, not a shape error.
+    other = tmp_path / "insightface.safetensors"
+    astronaut = get_face_analyzer("insightface").identity(ASTRONAUT)
+    save_embeddings(other, astronaut.embedding, get_face_analyzer("insightface").info)
+    refused = _run("generate", "--embedding", other, "--ref", face, "--prompt", PROMPT, "--out", tmp_path / "x")
+    assert refused.exit_code == 2 and "mismatch" in refused.output, refused.output
 
 
 def test_info_reports_versions_devices_and_offline_face_models():
@@ -178,7 +188,8 @@ def test_info_reports_versions_devices_and_offline_face_models():
     assert data["packages"]["torch"].startswith("2.") and data["devices"]["cpu"]["threads"] >= 1
     assert data["face_backends"]["insightface"]["available"] is True
     assert "buffalo_s" in data["face_backends"]["insightface_packs"]
-    assert "smoke model" in data["default_model"]
+    assert "miniature model" in data["default_model"]
+    assert data["face_backends"]["mini"]["available"] is True
     human = _run("info")
     assert human.exit_code == 0 and "face backends" in human.output
 

@@ -17,7 +17,8 @@ import httpx  # noqa: E402  (a gradio dependency)
 from infinite_id.webui import ServeLimits, WebSession, build_app, launch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-ASTRONAUT = ROOT / "examples" / "astronaut.jpg"
+ASTRONAUT = ROOT / "examples" / "astronaut.jpg"  # a real photo (75 kB): upload checks, no face model involved
+PORTRAIT = ROOT / "examples" / "portraits" / "woman_1_large.png"  # what the default (miniature) model reads
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -82,8 +83,14 @@ def test_uploads_are_checked_before_any_face_model_runs(generator, tmp_path):
         session.load_photos([])
 
 
-def test_a_photo_with_several_faces_lets_the_visitor_choose(generator):
-    session = WebSession(generator)
+def test_a_photo_with_several_faces_lets_the_visitor_choose():
+    """The miniature model's detector finds one face per image, so this runs on insightface with the smoke model."""
+    from infinite_id.defaults import build_smoke_model
+    from infinite_id.faces import get_face_analyzer
+    from infinite_id.generation import Generator
+
+    analyzer = get_face_analyzer("insightface")
+    session = WebSession(Generator(build_smoke_model(analyzer.info), analyzer))
     photos = session.load_photos([str(_group_photo())])
     assert len(photos.faces[0]) >= 2 and photos.choice == [0]
     assert "click another face" in session.summary(photos)
@@ -93,7 +100,21 @@ def test_a_photo_with_several_faces_lets_the_visitor_choose(generator):
     assert photos.choice == [2] and session.face_gallery(photos)[2][1].endswith("(used)")
     images, info = session.generate(photos, "a man in comic book style", "", "none", 1.0, "auto", 2, 3)
     assert [caption for _, caption in images] == ["text stream (the prompt alone)", "identity stream"]
-    assert "seed 3" in info
+    assert "seed 3 · 2 steps" in info
+
+
+def test_face_thumbnails_show_the_whole_face_with_a_margin():
+    from PIL import Image
+
+    from infinite_id.webui.app import FACE_THUMB_MARGIN, face_thumbnail
+
+    photo = Image.new("RGB", (100, 80), (255, 0, 0))
+    thumb = face_thumbnail(photo, (60.0, 40.0, 100.0, 80.0), 64)  # a face in the corner: the margin leaves the photo
+    assert thumb.size == (64, 64)
+    assert thumb.getpixel((32, 32)) == (255, 0, 0) and thumb.getpixel((63, 63)) == (128, 128, 128)
+    inner = face_thumbnail(photo, (40.0, 30.0, 60.0, 50.0), 64)  # the box is centred, grown on every side
+    assert inner.getpixel((0, 0)) == inner.getpixel((63, 63)) == (255, 0, 0)
+    assert 0 < FACE_THUMB_MARGIN < 1
 
 
 def test_no_server_path_is_reachable(server):
@@ -105,10 +126,10 @@ def test_no_server_path_is_reachable(server):
 
 
 def _upload(client: httpx.Client) -> dict:
-    with open(ASTRONAUT, "rb") as handle:
-        response = client.post("/gradio_api/upload", files=[("files", ("astronaut.jpg", handle, "image/jpeg"))])
+    with open(PORTRAIT, "rb") as handle:
+        response = client.post("/gradio_api/upload", files=[("files", ("portrait.png", handle, "image/png"))])
     response.raise_for_status()
-    return {"path": response.json()[0], "meta": {"_type": "gradio.FileData"}, "orig_name": "astronaut.jpg"}
+    return {"path": response.json()[0], "meta": {"_type": "gradio.FileData"}, "orig_name": "portrait.png"}
 
 
 def _call(url: str, file_data: dict, seed: int) -> str:
@@ -160,22 +181,27 @@ def test_browser_uploads_a_face_and_gets_both_streams(server, artifact_dir):
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.set_default_timeout(90_000)
             page.goto(url)
-            page.locator("#uploads input[type=file]").set_input_files(str(ASTRONAUT))
+            page.locator("#uploads input[type=file]").set_input_files(str(PORTRAIT))
             page.locator("#faces img").first.wait_for()
             assert "one face" in page.locator("#faces-info").inner_text()
             page.locator("#prompt textarea").fill("a photo of a woman wearing a yellow sweater, on the beach")
             page.get_by_text("Settings").click()
-            steps = page.locator("#steps input[type=number]")
-            steps.fill("4")
-            steps.press("Enter")
+            steps = page.locator("#steps input[type=range]")  # the keyboard moves a slider as a visitor would
+            steps.focus()
+            steps.press("Home")  # 1 step
+            for _ in range(3):
+                steps.press("ArrowRight")
+            page.wait_for_function("document.querySelector('#steps input[type=number]').value === '4'")
             page.locator("#generate").click()
             page.locator("#result img").nth(1).wait_for()
             page.locator("#result-info").get_by_text("seed").wait_for()
             captions = page.locator("#result").inner_text()
+            info = page.locator("#result-info").inner_text()
             shot = artifact_dir / "webui_generate.png"
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
     print(f"screenshot: {shot}")
     assert "identity stream" in captions and "text stream" in captions
+    assert "4 steps" in info and "miniature model" in info  # the steps field reached the generation
     assert shot.stat().st_size > 10_000

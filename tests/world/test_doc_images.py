@@ -39,7 +39,8 @@ def test_grid_lays_out_labelled_tiles():
 
 
 def test_doc_images_are_made_by_the_miniature_model(world_quick_weights, tmp_path):
-    paths = make_doc_images(tmp_path, world_quick_weights, steps=1)
+    untrained_detector = {"threshold": 0.01, "min_face_size": 1}  # two-step weights: any box will do
+    paths = make_doc_images(tmp_path, world_quick_weights, steps=1, analyzer_options=untrained_detector)
     assert [p.name for p in paths] == [
         "world_generate.png",
         "world_self_attention.png",

@@ -9,7 +9,8 @@ Every picture is a grid of 64 px images (scaled up 3x, nearest neighbour, so pix
 - ``world_self_attention.png``: the identity stream with mixed attention (the paper), mutual attention and
   independent self-attention (no mixing), beside the text stream;
 - ``world_adain.png``: style prompts with AdaIN off, AdaIN-mean (the paper) and full AdaIN;
-- ``world_id_scale.png``: the ID scale from 0 (text only) to 1.
+- ``world_id_scale.png``: the ID scale from 0 (text only) to 1;
+- ``world_faces.png``: what the ``mini`` face backend finds in the example portraits.
 
 Seeds and settings are fixed here, so the pictures change only when the weights or the method change.
 """
@@ -63,6 +64,25 @@ def grid(rows: Sequence[Sequence[tuple[Image.Image, str]]]) -> Image.Image:
             x += tile.width
         y += max(t.height for t in row)
     return sheet
+
+
+def faces_picture(path: str | Path, weights: str | Path | None = None, analyzer_options: dict | None = None) -> Path:
+    """The ``mini`` face backend on the example portraits: the box and five landmarks it finds, and the aligned crop
+    its encoder reads."""
+    analyzer = get_face_analyzer("mini", weights_dir=weights, **(analyzer_options or {}))
+    row = []
+    for ref in sorted(EXAMPLES.glob("*_?.png")):
+        image = Image.open(ref).convert("RGB")
+        (face,) = analyzer.detect(image)
+        marked = image.resize((image.width * 4, image.height * 4), Image.NEAREST)
+        draw = ImageDraw.Draw(marked)
+        draw.rectangle([v * 4 for v in face.box], outline=(255, 255, 0))
+        for x, y in face.keypoints:
+            draw.ellipse([x * 4 - 3, y * 4 - 3, x * 4 + 3, y * 4 + 3], fill=(255, 0, 0))
+        row.append((marked.resize(image.size, Image.BILINEAR), f"{ref.stem} P={face.score:.2f}"))
+        row.append((analyzer.identity(image).clip_crop.resize((64, 64)), "aligned crop"))
+    grid([row]).save(path)
+    return Path(path)
 
 
 def _gender(path: Path) -> str:
@@ -129,6 +149,7 @@ def make_doc_images(
         row.append((run(identities[ref], prompt, id_scale=scale)[1], f"ID scale {scale:g}"))
     written.append(out / "world_id_scale.png")
     grid([row]).save(written[-1])
+    written.append(faces_picture(out / "world_faces.png", weights, analyzer_options))
     return written
 
 

@@ -46,6 +46,7 @@ def test_doc_images_are_made_by_the_miniature_model(world_quick_weights, tmp_pat
         "world_self_attention.png",
         "world_adain.png",
         "world_id_scale.png",
+        "world_faces.png",
     ]
     sizes = [Image.open(p).size for p in paths]
     assert sizes[0] == (9 * 192, 2 * 206) and sizes[3] == (6 * 192, 206)

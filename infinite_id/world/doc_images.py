@@ -80,7 +80,7 @@ def faces_picture(path: str | Path, weights: str | Path | None = None, analyzer_
         for x, y in face.keypoints:
             draw.ellipse([x * 4 - 3, y * 4 - 3, x * 4 + 3, y * 4 + 3], fill=(255, 0, 0))
         row.append((marked.resize(image.size, Image.BILINEAR), f"{ref.stem} P={face.score:.2f}"))
-        row.append((analyzer.identity(image).clip_crop.resize((64, 64)), "aligned crop"))
+        row.append((analyzer.align(image, face).resize((64, 64)), "aligned crop"))  # identity()'s crop, 1 detection
     grid([row]).save(path)
     return Path(path)
 
@@ -124,10 +124,9 @@ def make_doc_images(
     rows = []
     for ref, identity in identities.items():
         prompt = GENERATE_PROMPTS[0].format(g=_gender(ref))
-        row = [(Image.open(ref), "reference"), (run(identity, prompt)[0], "text stream")]
-        for mode in ("mixed", "mutual", "independent"):
-            row.append((run(identity, prompt, self_attention=mode)[1], mode))
-        rows.append(row)
+        outputs = {mode: run(identity, prompt, self_attention=mode) for mode in ("mixed", "mutual", "independent")}
+        text = outputs["mixed"][0]  # the text stream does not depend on the identity stream's settings
+        rows.append([(Image.open(ref), "reference"), (text, "text stream")] + [(o[1], m) for m, o in outputs.items()])
     written.append(out / "world_self_attention.png")
     grid(rows).save(written[-1])
 
@@ -136,10 +135,10 @@ def make_doc_images(
     for template in STYLE_PROMPTS:
         prompt = template.format(g=_gender(ref))
         style = prompt.split(" in ", 1)[1].removesuffix(" style")
-        row = [(Image.open(ref), "reference"), (run(identities[ref], prompt)[0], f"text: {style}")]
-        for adain, label in (("off", "AdaIN off"), ("mean", "AdaIN-mean"), ("full", "full AdaIN")):
-            row.append((run(identities[ref], prompt, adain=adain)[1], label))
-        rows.append(row)
+        variants = (("off", "AdaIN off"), ("mean", "AdaIN-mean"), ("full", "full AdaIN"))
+        outputs = [(run(identities[ref], prompt, adain=adain), label) for adain, label in variants]
+        text = outputs[0][0][0]  # the same text stream in every variant
+        rows.append([(Image.open(ref), "reference"), (text, f"text: {style}")] + [(o[1], lab) for o, lab in outputs])
     written.append(out / "world_adain.png")
     grid(rows).save(written[-1])
 

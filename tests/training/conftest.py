@@ -12,10 +12,32 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from tiny_models import FACE_DIM
 
 from infinite_id.training.config import config_from_dict
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from more threads, and oversubscribed cores stall OpenMP badly."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Each run builds its own Accelerator, as a separate process would."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
 
 
 def write_identity_dataset(root: Path, identities: int = 4, photos: int = 3, size: int = 40, seed: int = 0) -> Path:

@@ -25,27 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 TEST_ENCODER = FaceEncoderInfo("precomputed", "test", FACE_DIM)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from more threads, and oversubscribed cores stall OpenMP badly."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    """Each run builds its own Accelerator, as a separate process would."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
 def _train(config, **kwargs):
     from infinite_id.training.trainer import train
 

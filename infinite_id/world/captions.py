@@ -14,10 +14,25 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .factors import ACCESSORIES, BACKGROUNDS, CLOTHING_COLOURS, CLOTHING_KINDS, GENDERS, STYLES, Semantics
+from .factors import (
+    ACCESSORIES,
+    BACKGROUNDS,
+    CLOTHING_COLOURS,
+    CLOTHING_KINDS,
+    GENDERS,
+    SKIN_ANCHORS,
+    STYLES,
+    Identity,
+    Semantics,
+)
 
 # Attribute names a caption can mention; "gender" is the identity's word (man/woman), the rest are Semantics fields.
 MENTIONABLE: tuple[str, ...] = ("gender", "clothing", "clothing_colour", "background", "accessory", "style")
+# Visible traits of the person a caption may also describe (as real captions sometimes do): these teach the base
+# model's cross-attention to draw faces on demand, which is what an identity adapter later steers.
+PERSON_TRAITS: tuple[str, ...] = ("hair", "facial_hair", "skin")
+#: How often :func:`sample_mentions` describes the person when it is given the identity.
+PERSON_RATE = 0.3
 
 GENDER_WORDS: dict[str, tuple[str, ...]] = {
     "man": ("man", "guy", "gentleman"),
@@ -70,6 +85,43 @@ STYLE_WORDS: dict[str, tuple[str, ...]] = {
     "pop art": ("pop art", "comic book", "Warhol pop art"),
     "watercolor": ("watercolor painting", "watercolor", "watercolour painting"),
 }
+HAIR_COLOUR_WORDS: dict[str, tuple[str, ...]] = {
+    "black": ("black",),
+    "dark brown": ("dark brown",),
+    "brown": ("brown",),
+    "auburn": ("auburn",),
+    "red": ("red", "ginger"),
+    "blonde": ("blonde", "blond"),
+    "platinum": ("platinum blonde", "platinum"),
+    "gray": ("gray", "grey"),
+    "white": ("white",),
+    "blue": ("blue",),
+    "pink": ("pink",),
+}
+# Hair style -> how it reads after "with": an adjective before "hair", or a phrase with {c} for the colour.
+HAIR_STYLE_PHRASES: dict[str, tuple[str, ...]] = {
+    "buzz": ("buzzed {c} hair", "a {c} buzz cut"),
+    "short": ("short {c} hair",),
+    "side part": ("side-parted {c} hair",),
+    "curly": ("curly {c} hair",),
+    "afro": ("a {c} afro",),
+    "bob": ("a {c} bob",),
+    "long": ("long {c} hair",),
+    "bun": ("{c} hair in a bun",),
+    "mohawk": ("a {c} mohawk",),
+}
+FACIAL_HAIR_WORDS: dict[str, tuple[str, ...]] = {
+    "stubble": ("stubble",),
+    "mustache": ("a mustache", "a moustache"),
+    "goatee": ("a goatee",),
+    "beard": ("a beard", "a full beard"),
+}
+SKIN_TONE_WORDS: tuple[tuple[str, ...], ...] = (
+    ("pale skin", "fair skin"),
+    ("light skin",),
+    ("tan skin",),
+    ("dark skin",),
+)
 _PHOTO_WORDS: tuple[str, ...] = ("photo", "photograph", "picture", "image", "realistic", "photorealistic")
 _GENERIC_GARMENTS: tuple[str, ...] = ("clothing", "clothes", "outfit", "top")
 
@@ -103,9 +155,28 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def sample_mentions(semantics: Semantics, rng: np.random.Generator) -> frozenset[str]:
+def skin_tone(identity: Identity) -> int:
+    """The identity's skin tone as one of four bands, light to dark (an index into :data:`SKIN_TONE_WORDS`)."""
+    luminance = float(np.dot(identity.skin, (0.299, 0.587, 0.114)))
+    anchors = SKIN_ANCHORS @ np.array([0.299, 0.587, 0.114])  # light to dark
+    edges = np.linspace(anchors[0], anchors[-1], len(SKIN_TONE_WORDS) + 1)[1:-1]
+    return int(np.sum(luminance < edges))
+
+
+def describable_traits(identity: Identity) -> tuple[str, ...]:
+    """The person traits a caption can name for ``identity`` (no facial hair to name on a shaven face)."""
+    return tuple(t for t in PERSON_TRAITS if t != "facial_hair" or identity.facial_hair != "none")
+
+
+def sample_mentions(
+    semantics: Semantics,
+    rng: np.random.Generator,
+    identity: Identity | None = None,
+    person_rate: float = PERSON_RATE,
+) -> frozenset[str]:
     """Choose which attributes a caption names. The style is always named when it is not a photo, and the
-    gender always; clothing, its colour, the background and an accessory usually are."""
+    gender always; clothing, its colour, the background and an accessory usually are. Given the ``identity``,
+    one or two of its visible traits (:data:`PERSON_TRAITS`) are named with probability ``person_rate``."""
     named = {"gender"}
     if semantics.style != "photo" or rng.uniform() < 0.7:
         named.add("style")
@@ -117,7 +188,31 @@ def sample_mentions(semantics: Semantics, rng: np.random.Generator) -> frozenset
         named.add("background")
     if semantics.accessory != "none" and rng.uniform() < 0.85:
         named.add("accessory")
+    if identity is not None and rng.uniform() < person_rate:
+        traits = describable_traits(identity)
+        count = min(len(traits), 1 + int(rng.uniform() < 0.4))
+        named.update(traits[i] for i in rng.choice(len(traits), size=count, replace=False))
     return frozenset(named)
+
+
+def describe_person(identity: Identity, traits: Iterable[str], rng: np.random.Generator) -> str:
+    """'bald' / 'with curly red hair and a beard' / 'with dark skin': the traits of ``identity`` named in
+    ``traits`` (in :data:`PERSON_TRAITS` order), or '' when none is named."""
+    traits = [t for t in PERSON_TRAITS if t in set(traits)]
+    parts = []
+    for trait in traits:
+        if trait == "hair" and identity.hair_style != "bald":
+            colour = _pick(rng, HAIR_COLOUR_WORDS[identity.hair_colour])
+            phrase = _pick(rng, HAIR_STYLE_PHRASES[identity.hair_style]).format(c=colour)
+            if phrase.startswith("a ") and colour[0] in "aeiou":
+                phrase = "an " + phrase[2:]
+            parts.append(phrase)
+        elif trait == "facial_hair" and identity.facial_hair != "none":
+            parts.append(_pick(rng, FACIAL_HAIR_WORDS[identity.facial_hair]))
+        elif trait == "skin":
+            parts.append(_pick(rng, SKIN_TONE_WORDS[skin_tone(identity)]))
+    bald = "hair" in traits and identity.hair_style == "bald"
+    return ("bald " if bald else "") + ("with " + " and ".join(parts) if parts else "")
 
 
 def caption(
@@ -125,11 +220,17 @@ def caption(
     gender: str,
     rng: np.random.Generator,
     mention: Iterable[str] | None = None,
+    identity: Identity | None = None,
 ) -> str:
-    """Write a caption naming the attributes in ``mention`` (default: :func:`sample_mentions`) and no others."""
+    """Write a caption naming the attributes in ``mention`` (default: :func:`sample_mentions`) and no others;
+    person traits in ``mention`` need the ``identity``."""
     if gender not in GENDERS:
         raise ValueError(f"unknown gender {gender!r}; expected one of {list(GENDERS)}")
-    named = sample_mentions(semantics, rng) if mention is None else frozenset(mention)
+    named = sample_mentions(semantics, rng, identity) if mention is None else frozenset(mention)
+    traits = named & set(PERSON_TRAITS)
+    if traits and identity is None:
+        raise ValueError(f"naming the person's {sorted(traits)} needs the identity")
+    named = named - traits
     unknown = named - set(MENTIONABLE)
     if unknown:
         raise ValueError(f"cannot mention {sorted(unknown)}; mentionable attributes are {list(MENTIONABLE)}")
@@ -139,7 +240,10 @@ def caption(
         named = named - {"accessory"}
 
     subject = _pick(rng, GENDER_WORDS[gender]) if "gender" in named else "person"
-    subject = f"{_article(subject)} {subject}"
+    person = describe_person(identity, traits, rng) if traits else ""
+    if person.startswith("bald "):
+        subject, person = f"bald {subject}", person[len("bald ") :]
+    subject = f"{_article(subject)} {subject}" + (f" {person}" if person else "")
     details = []
     if "clothing" in named:
         garment = _pick(rng, CLOTHING_WORDS[semantics.clothing])

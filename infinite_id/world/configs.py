@@ -3,9 +3,9 @@
 The base model is an SD-1.5-shaped text-to-image model in diffusers layout (VAE + UNet2DConditionModel + CLIP
 text encoder + tokenizer), so the real pipeline loads it unchanged:
 
-- VAE: AutoencoderKL, 64x64 RGB <-> 4x16x16 latents (three blocks, two downsamplings);
-- UNet: UNet2DConditionModel on 16x16 latents, block_out_channels (32, 64, 128), cross-attention width 128;
-- mini CLIP: CLIPModel with a 3-layer text tower (compact world tokenizer, 32 positions) and a 4-layer ViT image
+- VAE: AutoencoderKL, 64x64 RGB <-> 8x16x16 latents (three blocks, two downsamplings);
+- UNet: UNet2DConditionModel on 16x16 latents, block_out_channels (64, 128, 256), cross-attention width 128;
+- mini CLIP: CLIPModel with a 3-layer text tower (compact world tokenizer, 48 positions) and a 4-layer ViT image
   tower on 64x64 images (8x8 patches), projection 128. Its text tower is the base model's text encoder and its
   image tower the CLIP branch of the identity encoder and the CLIP-T/CLIP-I metric;
 - mini face encoder: see :mod:`infinite_id.world.face_model`.
@@ -19,10 +19,10 @@ from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 from .face_model import FaceEncoderConfig
 
 IMAGE_SIZE = 64
-LATENT_CHANNELS = 4
+LATENT_CHANNELS = 8
 LATENT_SIZE = 16  # IMAGE_SIZE / 4
 TEXT_WIDTH = 128
-MAX_TOKENS = 32
+MAX_TOKENS = 48  # the longest captions, with the person described, take 42 tokens (v1: 32)
 
 
 def vae_config() -> dict:
@@ -31,7 +31,8 @@ def vae_config() -> dict:
         "out_channels": 3,
         "down_block_types": ("DownEncoderBlock2D",) * 3,
         "up_block_types": ("UpDecoderBlock2D",) * 3,
-        "block_out_channels": (16, 32, 64),  # narrow at full resolution: that is where a VAE spends its time
+        # v1 had (16, 32, 64) and 4 latent channels: 21 dB, accessories and textures lost (docs/world.md)
+        "block_out_channels": (32, 64, 128),
         "layers_per_block": 1,
         "latent_channels": LATENT_CHANNELS,
         "norm_num_groups": 8,
@@ -46,10 +47,11 @@ def unet_config(cross_attention_dim: int = TEXT_WIDTH) -> dict:
         "out_channels": LATENT_CHANNELS,
         "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        "block_out_channels": (32, 64, 128),
+        # v1 had (32, 64, 128): 3.2 M parameters, blobs after 2,000 steps (docs/world.md)
+        "block_out_channels": (64, 128, 256),
         "layers_per_block": 1,
         "cross_attention_dim": cross_attention_dim,
-        "attention_head_dim": (2, 4, 8),  # diffusers' legacy name: the number of heads per block (16 channels each)
+        "attention_head_dim": (4, 8, 16),  # diffusers' legacy name: the number of heads per block (16 channels each)
         "norm_num_groups": 8,
     }
 

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .captions import caption, sample_mentions
+from .captions import caption, sample_mentions, skin_tone
 from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES, Nuisance, Semantics, identity_from_id, identity_split
 from .render import Layout, render_with_layout
 
@@ -56,14 +56,15 @@ def sample_example(
     (naming the attributes in ``mention``, or a random choice of them).
 
     ``labels`` is JSON-serialisable: the identity id and split, the gender word, every semantic attribute, which
-    of them the caption names, the nuisance values, and the face box and five landmarks in pixels.
+    of them the caption names (person traits included), the person's visible traits, the nuisance values, and
+    the face box and five landmarks in pixels.
     """
     identity = identity_from_id(identity_id)
     if semantics is None:
         semantics = Semantics.sample(rng, style_weights)
     nuisance = Nuisance.sample(rng)
-    mentions = sample_mentions(semantics, rng) if mention is None else frozenset(mention)
-    text = caption(semantics, identity.gender, rng, mentions)
+    mentions = sample_mentions(semantics, rng, identity) if mention is None else frozenset(mention)
+    text = caption(semantics, identity.gender, rng, mentions, identity)
     image, layout = render_with_layout(identity, semantics, nuisance, size=size)
     labels = {
         "identity_id": int(identity_id),
@@ -71,6 +72,12 @@ def sample_example(
         "gender": identity.gender,
         **semantics.to_dict(),
         "mentioned": sorted(mentions),
+        "person": {
+            "hair_style": identity.hair_style,
+            "hair_colour": identity.hair_colour,
+            "facial_hair": identity.facial_hair,
+            "skin_tone": skin_tone(identity),
+        },
         "nuisance": nuisance.to_dict(),
         "face_box": [round(v, 3) for v in layout.face_box],
         "landmarks": [[round(x, 3), round(y, 3)] for x, y in layout.landmarks],

@@ -216,7 +216,8 @@ class Identity:
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> Identity:
-        """Draw a random identity. Every factor is independent except hair style and facial hair (gender)."""
+        """Draw a random identity. Every factor is independent except hair style, facial hair, jaw, brows and
+        lips, whose ranges depend on the gender (so that it shows in every style)."""
         gender = _choice(rng, GENDERS)
         t = rng.uniform(0, len(SKIN_ANCHORS) - 1)
         i = min(int(t), len(SKIN_ANCHORS) - 2)
@@ -230,7 +231,8 @@ class Identity:
         return cls(
             gender=gender,
             face_width=float(rng.uniform(0.68, 0.9)),
-            jaw_squareness=float(rng.uniform(2.0, 4.0)),
+            # Gendered ranges (same draws as before, so the other factors of every identity are unchanged).
+            jaw_squareness=float(rng.uniform(3.0, 4.0) if gender == "man" else rng.uniform(2.0, 2.8)),
             chin_taper=float(rng.uniform(0.0, 0.35)),
             skin=tuple(int(round(c)) for c in skin),
             eye_colour=_choice(rng, EYE_COLOURS),
@@ -238,7 +240,7 @@ class Identity:
             eye_aspect=float(rng.uniform(0.45, 0.85)),
             eye_spacing=float(rng.uniform(0.36, 0.5)),
             eye_tilt=float(rng.uniform(-0.2, 0.2)),
-            brow_thickness=float(rng.uniform(0.03, 0.1) * (1.25 if gender == "man" else 0.85)),
+            brow_thickness=float(rng.uniform(0.075, 0.12) if gender == "man" else rng.uniform(0.03, 0.055)),
             brow_arch=float(rng.uniform(-0.02, 0.08)),
             brow_tilt=float(rng.uniform(-0.2, 0.2)),
             brow_gap=float(rng.uniform(0.08, 0.2)),
@@ -246,7 +248,7 @@ class Identity:
             nose_length=float(rng.uniform(0.25, 0.42)),
             nose_width=float(rng.uniform(0.08, 0.18)),
             mouth_width=float(rng.uniform(0.22, 0.4)),
-            lip_thickness=float(rng.uniform(0.03, 0.08)),
+            lip_thickness=float(rng.uniform(0.03, 0.05) if gender == "man" else rng.uniform(0.06, 0.09)),
             lip_colour=lip,
             hair_style=_choice(rng, HAIR_STYLES, _HAIR_STYLE_WEIGHTS[gender]),
             hair_colour=_choice(rng, HAIR_COLOURS, _HAIR_COLOUR_WEIGHTS),

@@ -28,10 +28,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from .latent_cache import LatentCacheConfig, build_latent_cache
 from .train_adapters import AdapterTrainingConfig, train_adapter
 from .train_attributes import AttributeTrainingConfig, train_attribute_classifier
 from .train_clip import ClipTrainingConfig, train_clip
@@ -43,9 +45,25 @@ from .train_vae import VaeTrainingConfig, train_vae
 SUMMARY_NAME = "metrics.json"
 
 
+def _train_vae(stage_dir: Path, config: VaeTrainingConfig, progress: bool = True) -> dict:
+    """The VAE stage: its identity and feature losses read the ``face_encoder`` and ``attributes`` stages."""
+    root = stage_dir.parent
+    return train_vae(stage_dir, config, root / "face_encoder", root / "attributes", progress=progress)
+
+
+def _build_latent_cache(stage_dir: Path, config: LatentCacheConfig, progress: bool = True) -> dict:
+    """The latent cache stage: training renders encoded by the ``vae`` stage (never committed: it is large and
+    rebuilt from its config)."""
+    started = time.perf_counter()
+    build_latent_cache(stage_dir, stage_dir.parent / "vae", config, progress=progress)
+    metrics = {"photos": config.size, "build_seconds": round(time.perf_counter() - started, 1)}
+    (stage_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "training": asdict(config)}) + "\n")
+    return metrics
+
+
 def _train_base(stage_dir: Path, config: UnetTrainingConfig, progress: bool = True) -> dict:
-    """The base model stage: the UNet on top of the ``vae`` and ``clip`` stages trained before it."""
-    return train_unet(stage_dir, stage_dir.parent / "vae", stage_dir.parent / "clip", config, progress=progress)
+    """The base model stage: the UNet and text encoder on the stages trained before it."""
+    return train_unet(stage_dir, stage_dir.parent, config, progress=progress)
 
 
 def _train_adapter(stage_dir: Path, config: AdapterTrainingConfig, progress: bool = True) -> dict:
@@ -57,11 +75,12 @@ def _train_adapter(stage_dir: Path, config: AdapterTrainingConfig, progress: boo
 STAGES: dict[str, tuple[Callable, object]] = {
     "face_encoder": (train_face_encoder, FaceTrainingConfig(seed=0, steps=1500)),
     "face_encoder_eval": (train_face_encoder, FaceTrainingConfig(seed=1, steps=1000)),
-    "clip": (train_clip, ClipTrainingConfig(seed=0, steps=1000)),
-    "attributes": (train_attribute_classifier, AttributeTrainingConfig(seed=0, steps=600)),
+    "clip": (train_clip, ClipTrainingConfig(seed=0, steps=2000)),
+    "attributes": (train_attribute_classifier, AttributeTrainingConfig(seed=0, steps=1500)),
     "landmarks": (train_landmark_detector, LandmarkTrainingConfig(seed=0, steps=600)),
-    "vae": (train_vae, VaeTrainingConfig(seed=0, steps=1000)),
-    "base": (_train_base, UnetTrainingConfig(seed=0, steps=2000)),
+    "vae": (_train_vae, VaeTrainingConfig(seed=0, steps=3000)),
+    "latent_cache": (_build_latent_cache, LatentCacheConfig()),
+    "base": (_train_base, UnetTrainingConfig(seed=0)),
     # About 0.55 s (identity-enhanced) and 0.85 s (joint: captions encoded every step) per step of 32 on one
     # shared CPU thread (measured under load), plus about two minutes to render 8,000 photos and build the
     # cache: about 8.5 and 12 minutes.
@@ -71,7 +90,9 @@ STAGES: dict[str, tuple[Callable, object]] = {
 
 #: stage -> the stages whose outputs it reads (they must be finished first).
 DEPENDENCIES: dict[str, tuple[str, ...]] = {
-    "base": ("vae", "clip"),
+    "vae": ("face_encoder", "attributes"),
+    "latent_cache": ("vae",),
+    "base": ("vae", "clip", "latent_cache", "attributes", "landmarks"),
     "adapter_identity_enhanced": ("base", "face_encoder"),
     "adapter_joint": ("base", "face_encoder"),
 }
@@ -90,6 +111,10 @@ def quick_config(config):
         changes["num_identities"] = 8
     if type(config) is AdapterTrainingConfig:
         changes.update(batch_size=4, num_identities=4, photos_per_identity=2, eval_identities=4)
+    if type(config) is LatentCacheConfig:
+        changes.update(num_identities=4, photos_per_identity=2, chunk_size=4)
+    if type(config) is UnetTrainingConfig:
+        changes.update(eval_captions=4, eval_steps=2, eval_every=1)
     return dataclasses.replace(config, **changes)
 
 

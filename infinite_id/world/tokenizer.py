@@ -22,8 +22,12 @@ from .captions import (
     BACKGROUND_PHRASES,
     CLOTHING_WORDS,
     COLOUR_WORDS,
+    FACIAL_HAIR_WORDS,
     GENDER_WORDS,
+    HAIR_COLOUR_WORDS,
+    HAIR_STYLE_PHRASES,
     PHOTO_PREFIXES,
+    SKIN_TONE_WORDS,
     STYLE_WORDS,
 )
 
@@ -41,7 +45,9 @@ _WORD = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[a-z]+|[0-9]|[^\sa-z0-9]+")  # CLIP
 def world_words() -> list[str]:
     """Every word the world's captions and parser use, plus common prompt words, lower-cased and de-duplicated."""
     tables = (GENDER_WORDS, BACKGROUND_PHRASES, CLOTHING_WORDS, COLOUR_WORDS, ACCESSORY_WORDS, STYLE_WORDS)
-    texts = [phrase for table in tables for phrases in table.values() for phrase in phrases]
+    tables += (HAIR_COLOUR_WORDS, HAIR_STYLE_PHRASES, FACIAL_HAIR_WORDS)
+    texts = [phrase.replace("{c}", "") for table in tables for phrases in table.values() for phrase in phrases]
+    texts += [phrase for phrases in SKIN_TONE_WORDS for phrase in phrases] + ["bald"]
     texts += list(PHOTO_PREFIXES) + list(_PHOTO_WORDS) + list(_GENERIC_GARMENTS)
     texts += [k for keys in _BACKGROUND_KEYWORDS.values() for k in keys] + [_EXTRA_TEXT]
     words = set()
@@ -87,8 +93,8 @@ def _compact_vocab() -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str]
     return tuple((tok, i) for i, tok in enumerate(tokens)), tuple(merges)
 
 
-def world_tokenizer(model_max_length: int = 32) -> CLIPTokenizer:
-    """The compact CLIP tokenizer of the miniature world (about 1,000 tokens; captions fit in 32 positions)."""
+def world_tokenizer(model_max_length: int = 48) -> CLIPTokenizer:
+    """The compact CLIP tokenizer of the miniature world (about 1,000 tokens; captions fit in 48 positions)."""
     vocab, merges = _compact_vocab()
     return CLIPTokenizer(
         vocab=dict(vocab), merges=list(merges), model_max_length=model_max_length, pad_token="<|endoftext|>"

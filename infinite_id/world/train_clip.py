@@ -26,7 +26,7 @@ from PIL import Image
 from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from . import configs
-from .captions import caption, sample_mentions
+from .captions import SKIN_TONE_WORDS, caption, sample_mentions
 from .dataset import sample_example
 from .factors import (
     ACCESSORIES,
@@ -34,6 +34,10 @@ from .factors import (
     CLOTHING_COLOURS,
     CLOTHING_KINDS,
     EVAL_IDENTITIES,
+    FACIAL_HAIR,
+    GENDERS,
+    HAIR_COLOURS,
+    HAIR_STYLES,
     STYLES,
     TRAIN_IDENTITIES,
     Semantics,
@@ -65,6 +69,7 @@ class ClipTrainingConfig:
     eval_images: int = 300
     checkpoint_every: int = 250
     twin_fraction: float = 0.5  # share of the batch that comes as minimal pairs (see training_batch)
+    attribute_weight: float = 1.0  # the caption-attribute loss on every token's state (see CaptionAttributeHeads)
 
 
 def clip_image_processor() -> CLIPImageProcessorPil:
@@ -114,7 +119,64 @@ def _twin_semantics(semantics: Semantics, attribute: str, rng: np.random.Generat
     return dataclasses.replace(semantics, **{attribute: options[int(rng.integers(len(options)))]})
 
 
-def training_batch(config: ClipTrainingConfig, step: int) -> tuple[list[Image.Image], list[str]]:
+#: What the caption-attribute heads read back from a caption: attribute -> values (label order).
+CAPTION_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "gender": GENDERS,
+    "clothing": CLOTHING_KINDS,
+    "clothing_colour": tuple(CLOTHING_COLOURS),
+    "background": BACKGROUNDS,
+    "accessory": ACCESSORIES,
+    "style": STYLES,
+    "hair_colour": tuple(HAIR_COLOURS),
+    "hair_style": HAIR_STYLES,
+    "facial_hair": FACIAL_HAIR,
+    "skin_tone": tuple(str(i) for i in range(len(SKIN_TONE_WORDS))),
+}
+_TRAIT_OF = {"hair_colour": "hair", "hair_style": "hair", "facial_hair": "facial_hair", "skin_tone": "skin"}
+
+
+def caption_labels(labels: dict) -> dict[str, int]:
+    """The value index of every attribute the caption names, -1 for those it does not."""
+    mentioned = set(labels["mentioned"])
+    out = {}
+    for name, values in CAPTION_ATTRIBUTES.items():
+        if name in _TRAIT_OF:
+            value = str(labels["person"][name])
+            # a bald person's caption says "bald": it names the hair style, not a colour
+            named = _TRAIT_OF[name] in mentioned
+            named = named and not (name == "hair_colour" and labels["person"]["hair_style"] == "bald")
+        else:
+            value = labels[name]
+            named = name in mentioned and not (name == "accessory" and value == "none")
+        out[name] = values.index(value) if named else -1
+    return out
+
+
+class CaptionAttributeHeads(torch.nn.Module):
+    """Linear read-outs of every caption attribute from the mean of the text tower's token states.
+
+    CLIP's contrastive loss trains only the end-of-text token, and on its own it settles for the big, global
+    attributes (style, scene, colour): minimal pairs differing in the accessory or the gender reach pooled cosines
+    of 0.998 and 1.000 in the v1 tower. The UNet reads every token's state, so this loss asks every word to be
+    present there. The heads are discarded after training."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.heads = torch.nn.ModuleDict(
+            {name: torch.nn.Linear(width, len(values)) for name, values in CAPTION_ATTRIBUTES.items()}
+        )
+
+    def loss(self, states: torch.Tensor, labels: list[dict[str, int]]) -> torch.Tensor:
+        pooled = states.mean(dim=1)
+        losses = []
+        for name, head in self.heads.items():
+            target = torch.tensor([lab[name] for lab in labels])
+            if (target >= 0).any():
+                losses.append(F.cross_entropy(head(pooled), target, ignore_index=-1))
+        return torch.stack(losses).mean()
+
+
+def training_batch(config: ClipTrainingConfig, step: int) -> tuple[list[Image.Image], list[str], list[dict]]:
     """Renders and captions of one step. A ``twin_fraction`` of the batch comes as minimal pairs: the same
     person, pose, light and scene, differing only in the clothing kind, colour or accessory, with both captions
     naming it. Small details then matter to the contrastive loss, which otherwise settles for style and scene."""
@@ -135,7 +197,7 @@ def training_batch(config: ClipTrainingConfig, step: int) -> tuple[list[Image.Im
             examples.append(sample_example(ids[2 * j], photo_rng, semantics=semantics, mention=mention))
     for j in range(2 * pairs, config.batch_size):
         examples.append(sample_example(ids[j], np.random.default_rng([config.seed, 12, step, j])))
-    return [e.image for e in examples], [e.caption for e in examples]
+    return [e.image for e in examples], [e.caption for e in examples], [e.labels for e in examples]
 
 
 def _attribute_prompts(attribute: str, value: str, clothing: str) -> str:
@@ -197,10 +259,16 @@ def train_clip(out_dir: str | Path, config: ClipTrainingConfig | None = None, pr
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
 
+    heads = CaptionAttributeHeads(model.config.text_config.hidden_size)
+
     def step_loss(step: int) -> torch.Tensor:
-        images, texts = training_batch(config, step)
+        images, texts, labels = training_batch(config, step)
         ids, pixels = tokenize(tokenizer, texts), images_to_pixels(images)
-        return model(input_ids=ids, pixel_values=pixels, return_loss=True).loss
+        output = model(input_ids=ids, pixel_values=pixels, return_loss=True)
+        if not config.attribute_weight:
+            return output.loss
+        states = output.text_model_output.last_hidden_state
+        return output.loss + config.attribute_weight * heads.loss(states, [caption_labels(x) for x in labels])
 
     def clamp_temperature() -> None:
         with torch.no_grad():
@@ -208,21 +276,45 @@ def train_clip(out_dir: str | Path, config: ClipTrainingConfig | None = None, pr
 
     train_loop(
         out,
-        {"model": model},
+        {"model": model, "heads": heads},
         step_loss,
         config.steps,
         config.lr,
-        param_groups=[{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        param_groups=[
+            {"params": decay + list(heads.parameters()), "weight_decay": config.weight_decay},
+            {"params": rest, "weight_decay": 0.0},
+        ],
         checkpoint_every=config.checkpoint_every,
         after_step=clamp_temperature,
         desc="mini CLIP",
         progress=progress,
     )
     metrics = evaluate_clip(model, tokenizer, config.eval_images, seed=config.seed)
+    metrics.update(text_tower_probes(model, tokenizer, config.eval_images, config.seed))
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     clip_image_processor().save_pretrained(out)
     (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": asdict(config)}, indent=2) + "\n")
+    return metrics
+
+
+def text_tower(model: CLIPModel) -> CLIPTextModel:
+    """The text tower as the ``CLIPTextModel`` a pipeline loads."""
+    text = CLIPTextModel(model.config.text_config)
+    text.load_state_dict(model.text_model.state_dict())
+    return text.eval()
+
+
+def text_tower_probes(model: CLIPModel, tokenizer: CLIPTokenizer, count: int, seed: int) -> dict[str, float]:
+    """The minimal-pair cosines and linear probes of :mod:`infinite_id.world.text_probe` on the text tower."""
+    from .text_probe import linear_probes, minimal_pairs
+
+    text = text_tower(model)
+    pairs = minimal_pairs(text, tokenizer, count=max(count // 2, 4), seed=seed)
+    probes = linear_probes(text, tokenizer, count=max(count * 2, 20), seed=seed)
+    metrics = {f"pair_pooled_cosine_{k}": v["pooled_cosine"] for k, v in pairs.items()}
+    metrics.update({f"pair_context_cosine_{k}": v["context_cosine"] for k, v in pairs.items()})
+    metrics.update({f"probe_{k}": v["context"] for k, v in probes.items()})
     return metrics
 
 
@@ -231,9 +323,7 @@ def export_towers(clip_dir: str | Path, out_dir: str | Path) -> None:
     (with projection) and ``image_processor/``."""
     clip_dir, out = Path(clip_dir), Path(out_dir)
     model = CLIPModel.from_pretrained(clip_dir)
-    text = CLIPTextModel(model.config.text_config)
-    text.load_state_dict(model.text_model.state_dict())
-    text.save_pretrained(out / "text_encoder")
+    text_tower(model).save_pretrained(out / "text_encoder")
     vision = CLIPVisionModelWithProjection(model.config.vision_config)
     vision.vision_model.load_state_dict(model.vision_model.state_dict())
     vision.visual_projection.load_state_dict(model.visual_projection.state_dict())

@@ -51,8 +51,9 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module]) -> int:
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's rate to ``lr`` times the group's ``lr_scale`` (1 by default)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def train_loop(
@@ -66,13 +67,16 @@ def train_loop(
     checkpoint_every: int = 250,
     max_grad_norm: float | None = 1.0,
     after_step: Callable[[], None] | None = None,
+    stop_after: Callable[[int], bool] | None = None,
     desc: str = "training",
     progress: bool = True,
-) -> None:
+) -> int:
     """AdamW over ``modules`` with a cosine schedule, resuming from ``out_dir/checkpoint.safetensors`` if present.
 
     ``step_loss(step)`` renders the step's batch and returns its loss; it must depend on the step only, which makes
-    a resumed run identical in data to an uninterrupted one. The checkpoint is removed when the loop finishes.
+    a resumed run identical in data to an uninterrupted one. ``stop_after(n)``, called once ``n`` steps are done,
+    may end training early by returning True. The checkpoint is removed when the loop finishes. Returns the
+    number of steps done.
     """
     params = [p for m in modules.values() for p in m.parameters()]
     groups = param_groups or [{"params": params, "weight_decay": weight_decay}]
@@ -82,6 +86,11 @@ def train_loop(
     for module in modules.values():
         module.train()
     bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps)
+    done = start
+    if stop_after is not None and start and stop_after(start):
+        bar.close()
+        checkpoint.unlink(missing_ok=True)
+        return done
     for step in bar:
         set_learning_rate(optimizer, cosine_learning_rate(lr, steps, step))
         loss = step_loss(step)
@@ -93,9 +102,14 @@ def train_loop(
         if after_step is not None:
             after_step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            save_checkpoint(checkpoint, modules, step + 1)
+        done = step + 1
+        if stop_after is not None and stop_after(done):
+            break
+        if done % checkpoint_every == 0 and done < steps:
+            save_checkpoint(checkpoint, modules, done)
+    bar.close()
     checkpoint.unlink(missing_ok=True)
+    return done
 
 
 def parse_training_args(

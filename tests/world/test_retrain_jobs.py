@@ -11,16 +11,18 @@ from infinite_id.world.retrain import DEPENDENCIES, STAGES, check_dependencies, 
 
 def test_ready_stages_put_the_long_chain_first():
     ready = ready_stages(list(STAGES), finished=[])
-    assert ready[:2] == ["clip", "vae"] and ready[2] == "face_encoder"
-    assert "base" not in ready and "adapter_joint" not in ready
-    assert "base" in ready_stages(["base", "adapter_joint"], finished=["vae", "clip"])
-    assert ready_stages(["adapter_joint"], finished=["vae", "clip", "base"]) == []  # face_encoder missing
+    # the VAE's loss networks first (the chain VAE -> latent cache -> base -> adapters hangs on them)
+    assert ready[:2] == ["face_encoder", "attributes"] and ready[2:4] == ["clip", "landmarks"]
+    assert "vae" not in ready and "base" not in ready and "adapter_joint" not in ready
+    inputs = ["vae", "clip", "latent_cache", "attributes", "landmarks"]
+    assert "base" in ready_stages(["base", "adapter_joint"], finished=inputs)
+    assert ready_stages(["adapter_joint"], finished=[*inputs, "base"]) == []  # face_encoder missing
 
 
 def test_a_stage_without_its_inputs_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="base needs vae, clip"):
+    with pytest.raises(ValueError, match="base needs vae, clip, latent_cache, attributes, landmarks"):
         check_dependencies(["base"], finished=[])
-    check_dependencies(["base"], finished=["vae", "clip"])
+    check_dependencies(["base"], finished=["vae", "clip", "latent_cache", "attributes", "landmarks"])
     with pytest.raises(ValueError, match="adapter_joint needs base"):
         retrain(tmp_path, only=["adapter_joint", "face_encoder"], quick=True)
 

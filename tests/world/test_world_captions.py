@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
 import pytest
 
-from infinite_id.world.captions import MENTIONABLE, caption, parse_prompt, sample_mentions
-from infinite_id.world.factors import GENDERS, Semantics
+from infinite_id.world.captions import (
+    FACIAL_HAIR_WORDS,
+    HAIR_COLOUR_WORDS,
+    MENTIONABLE,
+    PERSON_RATE,
+    PERSON_TRAITS,
+    SKIN_TONE_WORDS,
+    caption,
+    parse_prompt,
+    sample_mentions,
+    skin_tone,
+)
+from infinite_id.world.factors import GENDERS, Semantics, identity_from_id
 
 
 def _captions(semantics, gender, mention, n=3000, seed=0):
@@ -102,4 +114,40 @@ def test_caption_rejects_bad_requests():
     with pytest.raises(ValueError, match="colour"):
         caption(Semantics(), "man", rng, {"gender", "clothing_colour"})
     with pytest.raises(ValueError, match="mention"):
-        caption(Semantics(), "man", rng, {"hair"})
+        caption(Semantics(), "man", rng, {"eyebrows"})
+    with pytest.raises(ValueError, match="needs the identity"):
+        caption(Semantics(), "man", rng, {"gender", "hair"})
+
+
+def test_captions_describe_the_person_sometimes():
+    """Person traits (hair, facial hair, skin) come from the identity, at about PERSON_RATE, and parsing the
+    caption still recovers exactly the prompt attributes it names."""
+    rng = np.random.default_rng(0)
+    described, total = 0, 600
+    for i in range(total):
+        identity = identity_from_id(i)
+        semantics = Semantics.sample(rng)
+        mention = sample_mentions(semantics, rng, identity)
+        text = caption(semantics, identity.gender, rng, mention, identity)
+        traits = mention & set(PERSON_TRAITS)
+        described += bool(traits)
+        if "hair" in traits:
+            if identity.hair_style == "bald":
+                assert "bald" in text, text
+            else:
+                assert any(w in text for w in HAIR_COLOUR_WORDS[identity.hair_colour]), text
+        if "facial_hair" in traits:
+            assert identity.facial_hair != "none"
+            assert any(w in text for w in FACIAL_HAIR_WORDS[identity.facial_hair]), text
+        if "skin" in traits:
+            assert any(w in text for w in SKIN_TONE_WORDS[skin_tone(identity)]), text
+        named = {k: identity.gender if k == "gender" else getattr(semantics, k) for k in mention - traits}
+        assert parse_prompt(text).named() == named, text
+    assert abs(described / total - PERSON_RATE) < 0.06
+    assert caption(Semantics(), "man", rng, {"gender", "hair"}, identity_from_id(3)).startswith("a ")
+
+
+def test_skin_tone_bands_are_ordered():
+    light = dataclasses.replace(identity_from_id(0), skin=(250, 220, 195))
+    dark = dataclasses.replace(identity_from_id(0), skin=(75, 48, 32))
+    assert skin_tone(light) == 0 and skin_tone(dark) == len(SKIN_TONE_WORDS) - 1

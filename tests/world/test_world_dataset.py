@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from infinite_id.world.captions import parse_prompt
+from infinite_id.world.captions import PERSON_TRAITS, parse_prompt
 from infinite_id.world.dataset import MANIFEST_NAME, build_dataset, example_rng, read_manifest, sample_example
 from infinite_id.world.factors import EVAL_IDENTITIES
 
@@ -29,7 +29,9 @@ def test_build_dataset_layout(tmp_path):
         assert path.with_suffix(".txt").read_text(encoding="utf-8").strip() == record["caption"]
         labels = record["labels"]
         named = parse_prompt(record["caption"]).named()
-        assert set(named) == set(labels["mentioned"]) - ({"accessory"} if labels["accessory"] == "none" else set())
+        prompt_mentions = set(labels["mentioned"]) - set(PERSON_TRAITS)
+        assert set(named) == prompt_mentions - ({"accessory"} if labels["accessory"] == "none" else set())
+        assert set(labels["person"]) == {"hair_style", "hair_colour", "facial_hair", "skin_tone"}
         for key, value in named.items():
             assert labels[key] == value
     splits = {r["labels"]["identity_id"]: r["labels"]["split"] for r in records}

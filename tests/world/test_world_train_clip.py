@@ -67,10 +67,46 @@ def test_twin_pairs_differ_in_one_named_attribute():
     from infinite_id.world.captions import parse_prompt
 
     config = ClipTrainingConfig(batch_size=12, twin_fraction=0.5)
-    images, texts = train_clip.training_batch(config, 4)
+    images, texts, _ = train_clip.training_batch(config, 4)
     assert len(images) == len(texts) == 12
     for k in range(0, 6, 2):
         a, b = parse_prompt(texts[k]).named(), parse_prompt(texts[k + 1]).named()
         changed = {key for key in set(a) | set(b) if a.get(key) != b.get(key)}
         assert len(changed) == 1 and changed <= {"clothing", "clothing_colour", "accessory"}, (texts[k], texts[k + 1])
         assert images[k].tobytes() != images[k + 1].tobytes()
+
+
+def test_caption_labels_name_exactly_what_the_caption_says():
+    from infinite_id.world.captions import HAIR_COLOUR_WORDS, PERSON_TRAITS, parse_prompt
+
+    config = ClipTrainingConfig(batch_size=64, twin_fraction=0.0)
+    _, texts, labels = train_clip.training_batch(config, 3)
+    described = 0
+    for text, label in zip(texts, labels, strict=True):
+        read = train_clip.caption_labels(label)
+        named = parse_prompt(text).named()
+        for name in ("gender", "clothing", "clothing_colour", "background", "accessory", "style"):
+            expected = named.get(name)
+            got = read[name]
+            assert (got == -1) == (expected is None), (text, name)
+            if expected is not None:
+                assert train_clip.CAPTION_ATTRIBUTES[name][got] == expected
+        traits = set(label["mentioned"]) & set(PERSON_TRAITS)
+        described += bool(traits)
+        assert (read["skin_tone"] >= 0) == ("skin" in traits)
+        assert (read["hair_style"] >= 0) == ("hair" in traits)
+        if read["hair_colour"] >= 0:
+            colour = train_clip.CAPTION_ATTRIBUTES["hair_colour"][read["hair_colour"]]
+            assert any(word in text for word in HAIR_COLOUR_WORDS[colour]), text
+    assert described > 0
+
+
+def test_the_attribute_loss_reaches_every_token_state():
+    heads = train_clip.CaptionAttributeHeads(8)
+    states = torch.randn(3, 5, 8, requires_grad=True)
+    labels = [dict.fromkeys(train_clip.CAPTION_ATTRIBUTES, -1) for _ in range(3)]
+    labels[0]["accessory"] = 2
+    loss = heads.loss(states, labels)
+    loss.backward()
+    assert loss > 0 and torch.all(states.grad[0].abs().sum(dim=-1) > 0)  # every token of the named caption
+    assert torch.all(states.grad[1:] == 0)  # captions that name nothing get no gradient

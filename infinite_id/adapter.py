@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .attention_processors import processor_module_list
+from .errors import MissingInputError, UserInputError
 from .faces.base import FaceEncoderInfo
 from .models.projectors import IdentityProjection, IdentityProjectionConfig
 
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 
-class AdapterError(ValueError):
+class AdapterError(UserInputError):
     """An adapter file that cannot be used with this pipeline (wrong base model, encoder or shape)."""
 
 
@@ -136,10 +137,28 @@ def save_adapter_file(
     tensors = {f"image_proj.{k}": v for k, v in projection.state_dict().items()}
     tensors.update({f"ip_adapter.{k}": v for k, v in processor_module_list(unet).state_dict().items()})
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    metadata = _without_paths(metadata)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"infinite_id": metadata.to_json()})
     os.replace(tmp, path)
     return path
+
+
+#: Training-record entries that name a model or a data folder (recorded by name, never by path).
+_SOURCE_KEYS = ("base_model", "cache", "shards", "image_encoder")
+
+
+def _without_paths(metadata: AdapterMetadata) -> AdapterMetadata:
+    """``metadata`` with every local path reduced to its last component (adapter files get shared)."""
+    from dataclasses import replace
+
+    from .outputs import public_name
+
+    training = {
+        k: (public_name(v) if k in _SOURCE_KEYS and isinstance(v, str) else v) for k, v in metadata.training.items()
+    }
+    clip = replace(metadata.clip_encoder, name=public_name(metadata.clip_encoder.name))
+    return replace(metadata, clip_encoder=clip, training=training)
 
 
 def load_adapter_file(
@@ -150,7 +169,7 @@ def load_adapter_file(
     if path.is_dir():
         path = path / ADAPTER_WEIGHTS_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"no adapter file at {path}")
+        raise MissingInputError(f"no adapter file at {path}")
     if path.suffix != ".safetensors":
         raise AdapterError(f"{path}: Infinite-ID adapters are .safetensors files")
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from . import app
+from . import app, fail
 
 EPILOG = """\
 \b
@@ -98,11 +98,6 @@ def read_prompts(prompts: list[str], prompts_file: Path | None) -> list[str]:
     return collected
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"Error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
-
-
 @app.command("generate", epilog=EPILOG)
 def generate_command(
     ref: list[Path] = typer.Option(
@@ -170,6 +165,7 @@ def generate_command(
     """
     from rich.console import Console
 
+    from ..errors import UserInputError
     from ..generation import ADAIN_CHOICES, SELF_ATTENTION_CHOICES, STYLE_PRESETS, GenerationSettings
 
     console = Console(stderr=True)
@@ -200,8 +196,9 @@ def generate_command(
         raise typer.BadParameter(
             f"{face_backend!r}: choose auto, insightface, dlib or mini", param_hint="--face-backend"
         )
-    if out.exists() and not out.is_dir():
-        raise typer.BadParameter(f"{out} is a file, not a folder", param_hint="--out")
+    from ..outputs import check_writable
+
+    check_writable(out, "--out")  # before the model loads: a generation is not thrown away at the end
     jobs = [
         GenerationSettings(
             prompt=p, negative_prompt=negative_prompt, style=s, seed=sd, steps=steps, guidance=guidance,
@@ -212,33 +209,35 @@ def generate_command(
     for job in jobs:
         try:
             job.check()
-        except ValueError as exc:
+        except UserInputError as exc:
             raise typer.BadParameter(str(exc)) from None
 
     # 2. Model, face analyzer and the identity (once for all images).
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from ..generation import USER_ERRORS, open_generator, save_result
+    from ..generation import open_generator, save_result
 
-    try:
-        with console.status("loading the model and the face analyzer"):
-            generator = open_generator(
-                model, adapter, image_encoder=image_encoder, face_backend=face_backend, face_model=face_model,
-                face_model_dir=face_model_dir, embedding=str(embedding) if embedding else None, device=device,
-                dtype=dtype,
-            )  # fmt: skip
-        if generator.model.warning:
-            console.print(f"[bold yellow]WARNING:[/] {generator.model.warning}")
-        console.print(f"model: {generator.model.description}; face encoder: {generator.analyzer.info.describe()}")
-        sources = list(ref)
-        if not sources:  # an embedding alone: only families that read no CLIP can do without a photo
-            if getattr(generator.pipe.identity_encoder, "clip_input", "hidden") != "none":
-                raise _fail("this model's identity encoder reads the face photo too: add --ref PHOTO (the face)")
-            from PIL import Image
+    with console.status("loading the model and the face analyzer"):
+        generator = open_generator(
+            model, adapter, image_encoder=image_encoder, face_backend=face_backend, face_model=face_model,
+            face_model_dir=face_model_dir, embedding=str(embedding) if embedding else None, device=device,
+            dtype=dtype,
+        )  # fmt: skip
+    if generator.model.warning:
+        console.print(f"[bold yellow]WARNING:[/] {generator.model.warning}")
+    console.print(f"model: {generator.model.description}; face encoder: {generator.analyzer.info.describe()}")
+    for job in jobs:  # the limits that only the loaded model knows (its native size, its scheduler)
+        try:
+            generator.check(job)
+        except UserInputError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    sources = list(ref)
+    if not sources:  # an embedding alone: only families that read no CLIP can do without a photo
+        if getattr(generator.pipe.identity_encoder, "clip_input", "hidden") != "none":
+            raise fail("this model's identity encoder reads the face photo too: add --ref PHOTO (the face)")
+        from PIL import Image
 
-            sources = [Image.new("RGB", (224, 224), (128, 128, 128))]
-        identity = generator.identity(sources, face_index, multi_image=multi_image)
-    except USER_ERRORS as exc:
-        raise _fail(str(exc)) from exc
+        sources = [Image.new("RGB", (224, 224), (128, 128, 128))]
+    identity = generator.identity(sources, face_index, multi_image=multi_image)
 
     # 3. Images.
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -249,12 +248,9 @@ def generate_command(
         task = progress.add_task("generating", total=len(jobs) * steps)
         for number, job in enumerate(jobs, 1):
             progress.update(task, description=f"image {number}/{len(jobs)} (seed {job.seed})")
-            try:
-                result = generator.generate(
-                    identity, job, text_stream=also_text_stream, on_step=lambda _: progress.advance(task)
-                )
-            except USER_ERRORS as exc:
-                raise _fail(str(exc)) from exc
+            result = generator.generate(
+                identity, job, text_stream=also_text_stream, on_step=lambda _: progress.advance(task)
+            )
             written += save_result(result, out)
     for path in written:
         typer.echo(str(path))

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from ..errors import MissingInputError
 from .errors import InvalidImageError
 
 #: Long-side cap when loading; detectors work at <= 640 px and the CLIP crop is 224 px, so 2048 loses nothing.
@@ -90,7 +91,7 @@ def _open(source: str | Path | bytes, name: str, max_pixels: int, max_side: int 
     else:
         path = Path(source).expanduser()
         if not path.exists():
-            raise FileNotFoundError(f"Image file not found: {name}")
+            raise MissingInputError(f"Image file not found: {name}")
         if path.is_dir():
             raise InvalidImageError(f"{name} is a directory, not an image file.")
         stream = path

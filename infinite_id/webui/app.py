@@ -16,6 +16,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import UserInputError
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local server
 
 import gradio as gr  # noqa: E402
@@ -84,22 +86,22 @@ class WebSession:
 
         paths = [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in (paths or [])]
         if not paths:
-            raise ValueError("Upload a photo of the person first.")
+            raise UserInputError("Upload a photo of the person first.")
         if len(paths) > self.limits.max_photos:
-            raise ValueError(f"At most {self.limits.max_photos} photos, please ({len(paths)} uploaded).")
+            raise UserInputError(f"At most {self.limits.max_photos} photos, please ({len(paths)} uploaded).")
         photos = _Photos()
         for number, path in enumerate(paths, 1):
             name = f"photo {number}"
             size = os.path.getsize(path)
             if size > self.limits.max_upload_bytes:
-                raise ValueError(
+                raise UserInputError(
                     f"{name} is {size / 1e6:.2g} MB; the limit is {self.limits.max_upload_bytes / 1e6:g} MB."
                 )
             try:
                 with open(path, "rb") as handle:  # decoded from bytes: the name and extension are not trusted
                     image = load_image(handle.read(), max_side=2048)
             except USER_ERRORS as exc:
-                raise ValueError(f"{name} is not a usable photo ({_strip_paths(str(exc), path)}).") from None
+                raise UserInputError(f"{name} is not a usable photo ({_strip_paths(str(exc), path)}).") from None
             faces = self.generator.find_faces(image)
             photos.images.append(image)
             photos.faces.append(faces)
@@ -152,13 +154,13 @@ class WebSession:
     ) -> tuple[list[tuple[Image.Image, str]], str]:
         """Both streams for one prompt: ``([(text image, caption), (identity image, caption)], info)``."""
         if photos is None or not photos.images:
-            raise ValueError("Upload a photo of the person first.")
+            raise UserInputError("Upload a photo of the person first.")
         missing = [photos.names[p] for p, faces in enumerate(photos.faces) if not faces]
         if missing:
-            raise ValueError(f"No face in {', '.join(missing)}: remove it or use another photo.")
+            raise UserInputError(f"No face in {', '.join(missing)}: remove it or use another photo.")
         steps = int(steps)
         if not 1 <= steps <= self.limits.max_steps:
-            raise ValueError(f"Steps must be 1 to {self.limits.max_steps}.")
+            raise UserInputError(f"Steps must be 1 to {self.limits.max_steps}.")
         seed = random.randrange(2**31) if seed is None or int(seed) < 0 else int(seed)
         settings = GenerationSettings(
             prompt=(prompt or "").strip(),

@@ -110,12 +110,12 @@ def check_output_dir(
         return False
     if not is_own(out):
         raise OutputPathError(
-            f"{what} {out} already holds files that `infinite-id {command}` did not write; nothing was changed: "
+            f"{what} {out} already holds files that `{command}` did not write; nothing was changed: "
             "choose a new or empty folder"
         )
     if overwrite is False:
         raise OutputPathError(
-            f"{what} {out} already holds an earlier `infinite-id {command}` output: add --overwrite to replace it, "
+            f"{what} {out} already holds an earlier `{command}` output: add --overwrite to replace it, "
             "or choose another folder"
         )
     return True

@@ -137,6 +137,10 @@ def eval_command(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     people = load_identities(identities, class_word)
+    if not report_only:
+        from ..evaluation.runner import check_eval_output
+
+        check_eval_output(output, [identities])  # before any model loads
     references = {i.name: i.images for i in people}
     if report_only:
         settings_path = output / "settings.json"
@@ -154,11 +158,14 @@ def eval_command(
         raise typer.BadParameter(str(exc)) from exc
     dev, torch_dtype = resolve_device(device, dtype)
 
+    from ..errors import model_loading
     from ..faces import analyzer_for
     from ..pipelines import InfiniteIDPipeline
 
-    pipe = InfiniteIDPipeline.from_pretrained(model, torch_dtype=torch_dtype)
-    metadata = pipe.load_adapter(adapter, image_encoder=image_encoder)
+    with model_loading(f"the base model {model}"):
+        pipe = InfiniteIDPipeline.from_pretrained(model, torch_dtype=torch_dtype)
+    with model_loading(f"the adapter {adapter}"):
+        metadata = pipe.load_adapter(adapter, image_encoder=image_encoder)
     pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)
     if adapter_face_encoder == "auto":
@@ -170,8 +177,12 @@ def eval_command(
     if clip_model.startswith("python:"):
         clip = load_factory(clip_model)
     elif clip_model != "none":
-        clip = ClipScorer.from_pretrained(clip_model, device=dev)
-    dino = DinoScorer.from_pretrained(dino_model, device=dev) if dino_model else None
+        with model_loading(f"the CLIP model {clip_model}"):
+            clip = ClipScorer.from_pretrained(clip_model, device=dev)
+    dino = None
+    if dino_model:
+        with model_loading(f"the DINO model {dino_model}"):
+            dino = DinoScorer.from_pretrained(dino_model, device=dev)
     face = _face_metric(face_encoder, metadata.face_encoder.backend)
 
     curve = [m for m in _csv(curve_methods) if m in {c.name for c in chosen}]

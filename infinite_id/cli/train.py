@@ -66,7 +66,7 @@ def train_prepare_command(
     if precomputed_encoder and "/" not in precomputed_encoder:
         raise typer.BadParameter("use BACKEND/MODEL, e.g. world/renderer", param_hint="--precomputed-encoder")
     inputs = source_paths(source)
-    check_output_dir(out, what="--out", command="train-prepare", is_own=is_cache_dir, inputs=inputs,
+    check_output_dir(out, what="--out", command="infinite-id train-prepare", is_own=is_cache_dir, inputs=inputs,
                      overwrite=overwrite)  # fmt: skip
     face_encoder = None
     if precomputed_encoder:

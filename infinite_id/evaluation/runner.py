@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from ..errors import InfiniteIDError, MissingInputError, UserInputError
+from ..outputs import check_output_dir
 from .methods import Method
 from .metrics import ClipScorer, DinoScorer, FaceSimilarity
 from .prompts import PromptSet
@@ -38,6 +39,7 @@ __all__ = [
     "EvaluationRunner",
     "Identity",
     "ResumeMismatchError",
+    "check_eval_output",
     "load_identities",
     "read_records",
     "record_key",
@@ -198,6 +200,22 @@ class _Job:
         return Path("images", self.method.name, self.identity.name, name)
 
 
+def is_eval_output(folder: Path) -> bool:
+    """True when ``folder`` holds an evaluation (its ``settings.json`` is one), which a rerun resumes."""
+    try:
+        data = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"methods", "seeds", "model"} <= set(data)
+
+
+def check_eval_output(output: str | Path, inputs: Sequence[str | Path] = ()) -> None:
+    """Refuse an output folder that is not new, empty or an earlier evaluation (resumed, never wiped)."""
+    check_output_dir(
+        output, what="--output", command="infinite-id eval", is_own=is_eval_output, inputs=inputs, overwrite=None
+    )
+
+
 class EvaluationRunner:
     """Generate and score every (method, identity, prompt, seed, scale) once, appending records as it goes.
 
@@ -257,6 +275,7 @@ class EvaluationRunner:
         return self.output_dir / RECORDS_FILE
 
     def _prepare_output(self) -> None:
+        check_eval_output(self.output_dir, [p for i in self.identities for p in i.images])
         self.output_dir.mkdir(parents=True, exist_ok=True)
         settings = self.full_settings()
         path = self.output_dir / SETTINGS_FILE

@@ -136,7 +136,7 @@ def prepare_cache(
     check_output_dir(
         out,
         what="--out",
-        command="train-prepare",
+        command="infinite-id train-prepare",
         is_own=is_cache_dir,
         inputs=source_paths(source),
         overwrite=overwrite,

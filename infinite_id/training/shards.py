@@ -150,7 +150,7 @@ def write_shards(
     root = cache.root if isinstance(cache, TrainCache) else Path(cache)
     is_own = has_json_marker(MANIFEST, "format", SHARDS_FORMAT)
     replacing = check_output_dir(
-        out, what="OUT", command="train-shards", is_own=is_own, inputs=[root], overwrite=overwrite
+        out, what="OUT", command="infinite-id train-shards", is_own=is_own, inputs=[root], overwrite=overwrite
     )
     if not isinstance(cache, TrainCache):
         cache = TrainCache.load(cache)

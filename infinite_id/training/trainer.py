@@ -250,7 +250,7 @@ def train(
     config.validate()
     t, out = config.train, Path(config.output.dir)
     data_source = config.data.shards or config.data.cache
-    check_output_dir(out, what="output.dir", command="train", is_own=is_train_output, inputs=[data_source],
+    check_output_dir(out, what="output.dir", command="infinite-id train", is_own=is_train_output, inputs=[data_source],
                      overwrite=None)  # fmt: skip
     accelerator = accelerator or _make_accelerator(config)
     ckpt_root = out / "checkpoints"

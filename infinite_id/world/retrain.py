@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from ..outputs import check_output_dir
 from .train_adapters import AdapterTrainingConfig, train_adapter
 from .train_attributes import AttributeTrainingConfig, train_attribute_classifier
 from .train_clip import ClipTrainingConfig, train_clip
@@ -192,6 +193,12 @@ def run_parallel(
     return seconds
 
 
+def is_retrain_output(folder: Path) -> bool:
+    """True when ``folder`` holds retrain stages or their summary (shipped weights included): resumed, never
+    wiped."""
+    return (folder / SUMMARY_NAME).is_file() or any((folder / stage).is_dir() for stage in STAGES)
+
+
 def retrain(
     out_dir: str | Path,
     only: list[str] | None = None,
@@ -213,6 +220,9 @@ def retrain(
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     selected = [s for s in STAGES if s in selected]  # recipe order: every stage after its inputs
+    check_output_dir(
+        out, what="--out", command="python -m infinite_id.world.retrain", is_own=is_retrain_output, overwrite=None
+    )
     out.mkdir(parents=True, exist_ok=True)
     check_dependencies(selected, [s for s in STAGES if _is_finished(out, s)])
     summary_file = out / SUMMARY_NAME

@@ -252,13 +252,13 @@ def train(
     data_source = config.data.shards or config.data.cache
     check_output_dir(out, what="output.dir", command="infinite-id train", is_own=is_train_output, inputs=[data_source],
                      overwrite=None)  # fmt: skip
+    if t.mixed_precision == "fp16" and not _has_gpu(accelerator):
+        raise ConfigError("train.mixed_precision=fp16 needs a GPU; on a CPU use no (or bf16)")
     accelerator = accelerator or _make_accelerator(config)
     ckpt_root = out / "checkpoints"
     resume_from = find_resume_checkpoint(out, config.output.resume)
     set_seed(t.seed)
     device = accelerator.device
-    if t.mixed_precision == "fp16" and device.type == "cpu":
-        raise ConfigError("train.mixed_precision=fp16 needs a GPU; on a CPU use no (or bf16)")
 
     shard_index = cache = None
     if config.data.shards:  # streamed tar shards (see shards.py) instead of the indexed cache
@@ -492,6 +492,14 @@ class _ema_weights:
     def __exit__(self, *exc):
         if self.active:
             self.ema.restore(self.params)
+
+
+def _has_gpu(accelerator) -> bool:
+    """Whether this process trains on an accelerator (checked before accelerate's state is created)."""
+    if accelerator is not None:
+        return accelerator.device.type != "cpu"
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or (mps is not None and mps.is_available())
 
 
 def is_train_output(folder: Path) -> bool:

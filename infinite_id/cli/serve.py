@@ -47,6 +47,10 @@ def serve_command(
         model, adapter, image_encoder=image_encoder, face_backend=face_backend, face_model=face_model,
         face_model_dir=face_model_dir, device=device, dtype=dtype,
     )  # fmt: skip
+    if max_steps > generator.limits.max_steps:
+        raise typer.BadParameter(
+            f"this model's scheduler takes at most {generator.limits.max_steps} steps", param_hint="--max-steps"
+        )
     if generator.model.warning:
         typer.secho(f"WARNING: {generator.model.warning}", fg=typer.colors.YELLOW, err=True)
     limits = ServeLimits(

@@ -1,0 +1,130 @@
+"""``generate`` and ``serve`` under careless input (issue 13): arguments and ``--out`` are checked before the model
+loads (class 3); ranges come from the model and its scheduler (class 4); a bug keeps its traceback (class 5);
+outputs name models, never the machine's paths, and record the face used (class 7)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from infinite_id.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+PORTRAIT = ROOT / "examples" / "portraits" / "woman_1.png"
+ASTRONAUT = ROOT / "examples" / "astronaut.jpg"
+
+
+def _run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if "Error" in line]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fail the test if the model is loaded at all: the refusal must come first."""
+    import infinite_id.generation as generation
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(generation, "open_generator", forbidden)
+
+
+@pytest.mark.parametrize(
+    ("out", "words"),
+    [
+        ("{file}", ["is a file"]),
+        ("{file}/sub", ["which is a file"]),
+        ("/proc/infinite-id-out", ["cannot be written"]),  # a read-only file system, even for root
+    ],
+)
+def test_generate_checks_out_before_the_model_loads(tmp_path, no_model_load, out, words):
+    (tmp_path / "a-file").write_text("x")
+    target = out.format(file=tmp_path / "a-file")
+    line = _error_line(_run("generate", "--ref", PORTRAIT, "--prompt", "a photo", "--out", target))
+    for word in words:
+        assert word in line, line
+    assert (tmp_path / "a-file").read_text() == "x"
+
+
+def test_generate_ranges_come_from_the_model_and_its_scheduler(tmp_path):
+    out = tmp_path / "out"
+    steps = _error_line(_run("generate", "--ref", PORTRAIT, "--prompt", "a", "--steps", "1000", "--out", out))
+    assert "1 to 999" in steps  # DDIM with steps_offset=1 cannot take its 1000th timestep
+    size = _error_line(_run("generate", "--ref", PORTRAIT, "--prompt", "a", "--size", "4096", "--out", out))
+    assert "16 to 128" in size and "native size is 64" in size  # the miniature model is 64 px; 2x is the most
+    odd = _error_line(_run("generate", "--ref", PORTRAIT, "--prompt", "a", "--size", "66", "--out", out))
+    assert "multiples of 4" in odd
+    assert not out.exists()  # nothing generated, nothing written
+
+
+def test_the_model_limits_describe_themselves():
+    from infinite_id.generation import GenerationSettings, open_generator
+
+    generator = open_generator(device="cpu")
+    limits = generator.limits
+    assert (limits.native_size, limits.min_size, limits.max_size, limits.multiple) == (64, 16, 128, 4)
+    assert limits.max_steps == 999 and "1 to 999 steps" in limits.describe()
+    generator.check(GenerationSettings(prompt="a", steps=999, height=128, width=16))  # the edges are accepted
+
+
+def test_a_programming_error_in_generate_keeps_its_traceback(tmp_path, monkeypatch):
+    from infinite_id.generation import Generator
+
+    def broken(self, *args, **kwargs):
+        raise ValueError("a bug, not the user's fault")
+
+    monkeypatch.setattr(Generator, "generate", broken)
+    result = _run("generate", "--ref", PORTRAIT, "--prompt", "a", "--steps", "2", "--out", tmp_path / "o")
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError), result.output
+
+
+def test_a_missing_model_is_one_line(tmp_path):
+    line = _error_line(_run("generate", "--ref", PORTRAIT, "--prompt", "a", "--model", tmp_path / "nowhere",
+                            "--adapter", tmp_path / "a.safetensors", "--out", tmp_path / "o"))  # fmt: skip
+    assert "nowhere" in line
+
+
+def test_outputs_name_models_not_paths_and_record_the_face(tmp_path_factory):
+    from tiny_models import save_tiny_base_model
+
+    from infinite_id.faces.base import FaceEncoderInfo
+    from infinite_id.models.projectors import IdentityProjectionConfig
+    from infinite_id.pipelines import InfiniteIDPipeline
+
+    root = tmp_path_factory.mktemp("private-machine-folder")
+    folder = save_tiny_base_model(root / "my-sd15", "sd15")
+    pipe = InfiniteIDPipeline.from_pretrained(folder)
+    torch.manual_seed(0)
+    config = IdentityProjectionConfig(cross_attention_dim=32, face_dim=512, clip_dim=32, clip_num_tokens=17)
+    pipe.init_adapter(config, FaceEncoderInfo("insightface", "buffalo_s", 512))
+    adapter = pipe.save_adapter(root / "my-adapter.safetensors", training={"base_model": str(folder)})
+    from safetensors import safe_open
+
+    with safe_open(str(adapter), "pt") as f:
+        header = f.metadata()["infinite_id"]
+    assert str(root) not in header and json.loads(header)["training"]["base_model"] == "my-sd15"
+
+    out = root / "out"
+    result = _run("generate", "--ref", ASTRONAUT, "--prompt", "a photo", "--model", folder, "--adapter", adapter,
+                  "--out", out, "--steps", "2", "--seed", "1", "--face-index", "0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (png,) = out.glob("*.png")
+    with Image.open(png) as image:
+        text = {k: v for k, v in image.text.items()}
+    assert all(str(root) not in value for value in text.values()), text
+    meta = json.loads(text["infinite_id"])
+    assert meta["model"] == "my-sd15 + Infinite-ID adapter my-adapter.safetensors"
+    assert meta["face_indices"] == [0] and meta["references"] == ["astronaut.jpg"]

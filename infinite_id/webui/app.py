@@ -9,10 +9,12 @@ cannot hold, and the model runs one request at a time per process.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +29,7 @@ from ..generation import STYLE_PRESETS, USER_ERRORS, GenerationSettings, Generat
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ServeLimits", "WebSession", "build_app", "launch"]
+__all__ = ["ServeLimits", "UploadGuard", "WebSession", "build_app", "launch"]
 
 ACCEPTED_TYPES = [".jpg", ".jpeg", ".png", ".webp", ".bmp"]
 FACE_THUMB = 128
@@ -51,7 +53,7 @@ def face_thumbnail(image: Image.Image, box: tuple[float, float, float, float], s
 
 @dataclass
 class ServeLimits:
-    """What one server accepts."""
+    """What one server accepts (docs/webui.md, "Limits", says the same)."""
 
     concurrency: int = 1
     max_queue: int = 8
@@ -59,6 +61,19 @@ class ServeLimits:
     max_photos: int = 4
     max_steps: int = 50
     max_side: int = 1536
+    #: Pixels and decoding memory one photo may take (checked from its header, before it is decoded): a 6000 x 4000
+    #: camera photo fits, a 13000 x 13000 RGBA PNG of 657 kB (3 GiB to decode) does not.
+    max_pixels: int = 40_000_000
+    max_decoded_bytes: int = 256 * 2**20
+    #: Uploads (all visitors together) accepted per minute outside the queue, before they are refused with 429.
+    max_uploads_per_minute: int = 120
+    #: Uploaded and generated files are deleted this long after they were written (and all at shutdown).
+    keep_files_s: int = 600
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest upload request: every photo at its limit, plus room for the multipart framing."""
+        return self.max_photos * self.max_upload_bytes + 64 * 1024
 
 
 @dataclass
@@ -99,7 +114,10 @@ class WebSession:
                 )
             try:
                 with open(path, "rb") as handle:  # decoded from bytes: the name and extension are not trusted
-                    image = load_image(handle.read(), max_side=2048)
+                    data = handle.read()
+                image = load_image(
+                    data, max_side=2048, max_pixels=self.limits.max_pixels, max_bytes=self.limits.max_decoded_bytes
+                )
             except USER_ERRORS as exc:
                 raise UserInputError(f"{name} is not a usable photo ({_strip_paths(str(exc), path)}).") from None
             faces = self.generator.find_faces(image)
@@ -195,7 +213,8 @@ def build_app(generator: Generator, limits: ServeLimits | None = None) -> gr.Blo
     session = WebSession(generator, limits)
     warning = generator.model.warning
 
-    with gr.Blocks(title="Infinite-ID", analytics_enabled=False) as demo:
+    keep = limits.keep_files_s
+    with gr.Blocks(title="Infinite-ID", analytics_enabled=False, delete_cache=(keep, keep)) as demo:
         gr.Markdown(
             "# Infinite-ID\nUpload a photo of a person, write a prompt, and get that person in the scene or style "
             "you describe. Left: the **text stream** (the prompt alone); right: the **identity stream** (the result)."
@@ -291,6 +310,43 @@ def build_app(generator: Generator, limits: ServeLimits | None = None) -> gr.Blo
     return demo
 
 
+class UploadGuard:
+    """ASGI middleware in front of Gradio's upload route, which runs outside the queue: a request must say its
+    size and stay under ``max_request_bytes`` (413), and all visitors together get ``max_per_minute`` uploads
+    (429). Gradio itself refuses a single file above ``max_file_size``."""
+
+    def __init__(self, app: Any, max_request_bytes: int, max_per_minute: int) -> None:
+        self.app = app
+        self.max_request_bytes = max_request_bytes
+        self.max_per_minute = max_per_minute
+        self._recent: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].rstrip("/").endswith("/upload"):
+            problem = self._problem(dict(scope["headers"]).get(b"content-length"))
+            if problem is not None:
+                from starlette.responses import PlainTextResponse
+
+                await PlainTextResponse(problem[1], status_code=problem[0])(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _problem(self, length: bytes | None) -> tuple[int, str] | None:
+        if length is None or not length.isdigit():
+            return 411, "An upload must state its Content-Length."
+        if int(length) > self.max_request_bytes:
+            return 413, f"Uploads are limited to {self.max_request_bytes / 1e6:.3g} MB per request."
+        now = time.monotonic()
+        with self._lock:
+            while self._recent and now - self._recent[0] > 60:
+                self._recent.popleft()
+            if len(self._recent) >= self.max_per_minute:
+                return 429, "Too many uploads; try again in a minute."
+            self._recent.append(now)
+        return None
+
+
 def launch(demo: gr.Blocks, limits: ServeLimits, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
     """Start the server (``port=0``: a free one). Returns the local URL when ``block`` is False."""
     if port == 0:
@@ -299,12 +355,18 @@ def launch(demo: gr.Blocks, limits: ServeLimits, host: str = "127.0.0.1", port: 
         with socket.socket() as probe:
             probe.bind((host, 0))
             port = probe.getsockname()[1]
+    from starlette.middleware import Middleware
+
+    guard = Middleware(
+        UploadGuard, max_request_bytes=limits.max_request_bytes, max_per_minute=limits.max_uploads_per_minute
+    )
     demo.launch(
         server_name=host,
         server_port=port,
         prevent_thread_lock=not block,
+        app_kwargs={"middleware": [guard]},
         max_file_size=limits.max_upload_bytes,
-        show_error=True,
+        show_error=False,  # only our own messages (gr.Error) reach visitors: no server path in a library error
         quiet=not block,
         allowed_paths=[],
         ssr_mode=False,

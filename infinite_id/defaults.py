@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .errors import UserInputError, model_loading
+from .errors import ModelLoadError, UserInputError, model_loading
 from .faces.base import FaceEncoderInfo
 from .outputs import public_name
 
@@ -218,6 +218,9 @@ def load_model(
     adapter_path = Path(adapter)
     notes: list[str] = []
     if adapter_path.is_file() and is_ip_adapter_file(adapter_path):
+        if adapter_path.suffix != ".safetensors" and _is_safetensors(adapter_path):
+            raise ModelLoadError(f"{adapter_path} is a safetensors file named {adapter_path.suffix}: rename it to "
+                                 f"{adapter_path.stem}.safetensors")  # fmt: skip
         with model_loading(f"the adapter {adapter}"):
             state = read_ip_adapter_file(adapter_path)
         kind = detect_ip_adapter_kind(state[0])
@@ -248,3 +251,10 @@ def load_model(
     if pipe.image_proj is not None:
         pipe.image_proj.to(device=device)
     return LoadedModel(pipe=pipe, name=public_name(model), description=description, notes=notes), face_encoder
+
+
+def _is_safetensors(path: Path) -> bool:
+    """True when ``path`` starts like a safetensors file (an 8-byte header length, then a JSON object)."""
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and 1 < int.from_bytes(head[:8], "little") < 100 * 2**20 and head[8:9] == b"{"

@@ -39,8 +39,11 @@ def one_line(exc: BaseException) -> str:
 
 def load_failures() -> tuple[type[BaseException], ...]:
     """What libraries raise when a named model cannot be read: missing or broken files (``OSError``,
-    ``ValueError``, which includes a bad ``model_index.json`` and an invalid hub id), an unreachable hub."""
-    failures: tuple[type[BaseException], ...] = (OSError, ValueError)
+    ``ValueError``, which includes a bad ``model_index.json`` and an invalid hub id; a truncated or refused pickle),
+    an unreachable hub."""
+    import pickle
+
+    failures: tuple[type[BaseException], ...] = (OSError, ValueError, EOFError, pickle.UnpicklingError)
     try:
         import httpx  # the hub client's transport: a failing proxy raises its errors, which are not OSError
 

@@ -174,6 +174,29 @@ class Generator:
         self.pipe = model.pipe
         self.pipe.set_progress_bar_config(disable=True)
         self._limits: ModelLimits | None = None
+        for tokenizer in self._tokenizers():
+            # transformers warns once per tokenizer that a long prompt "will result in indexing errors"; the
+            # pipeline truncates instead, so that is wrong here: truncation_note() says what is really kept.
+            tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
+
+    def _tokenizers(self) -> list[Any]:
+        return [t for t in (getattr(self.pipe, n, None) for n in ("tokenizer", "tokenizer_2")) if t is not None]
+
+    def truncation_note(self, prompt: str) -> str | None:
+        """A sentence saying how much of ``prompt`` the text encoder reads, when it is too long for it."""
+        tokenizers = self._tokenizers()
+        if not tokenizers:
+            return None
+        tokenizer = tokenizers[0]
+        ids = tokenizer(prompt, truncation=False, verbose=False).input_ids
+        limit = int(tokenizer.model_max_length)
+        if len(ids) <= limit:
+            return None
+        ignored = tokenizer.decode(ids[limit - 1 : -1]).strip()
+        return (
+            f"the prompt has {len(ids) - 2} tokens; the model reads the first {limit - 2} and ignores the rest "
+            f"(from {ignored[:40]!r}): shorten it"
+        )
 
     @property
     def limits(self) -> ModelLimits:

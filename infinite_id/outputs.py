@@ -23,6 +23,7 @@ from pathlib import Path
 from .errors import OutputPathError
 
 __all__ = [
+    "check_input_file",
     "check_output_dir",
     "check_writable",
     "has_json_marker",
@@ -151,3 +152,20 @@ def public_name(source: str | os.PathLike) -> str:
     if path.is_absolute() or text.startswith((".", "~")) or path.exists() or "\\" in text:
         return path.resolve().name if path.name in ("", ".", "..") else path.name
     return text
+
+
+def check_input_file(path: str | os.PathLike, what: str) -> Path:
+    """Raise a one-line :class:`~infinite_id.errors.UserInputError` unless ``path`` is an existing file, saying
+    which of the usual slips it is (a URL, which is never downloaded; a folder; a missing file)."""
+    from .errors import MissingInputError, UserInputError
+
+    text = str(path)
+    if text.startswith(("http:/", "https:/", "ftp:/")):  # a Path has already collapsed "//" to "/"
+        url = text.replace(":/", "://", 1) if "://" not in text else text
+        raise UserInputError(f"{what} takes a local file, not a URL ({url}): download it first")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserInputError(f"{what} {path} is a folder: give a file in it")
+    if not path.is_file():
+        raise MissingInputError(f"{what} {path} does not exist")
+    return path

@@ -83,8 +83,9 @@ def read_prompts(prompts: list[str], prompts_file: Path | None) -> list[str]:
     if any(not p for p in collected):
         raise typer.BadParameter("a prompt is empty", param_hint="--prompt")
     if prompts_file is not None:
-        if not prompts_file.is_file():
-            raise typer.BadParameter(f"{prompts_file} does not exist", param_hint="--prompts-file")
+        from ..outputs import check_input_file
+
+        check_input_file(prompts_file, "--prompts-file")
         try:
             lines = prompts_file.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError:
@@ -167,16 +168,16 @@ def generate_command(
 
     from ..errors import UserInputError
     from ..generation import ADAIN_CHOICES, SELF_ATTENTION_CHOICES, STYLE_PRESETS, GenerationSettings
+    from ..outputs import check_input_file
 
     console = Console(stderr=True)
     # 1. Arguments, all checked before anything is loaded.
     if not ref and embedding is None:
         raise typer.BadParameter("give the person: --ref PHOTO (or --embedding FILE)", param_hint="--ref")
     for path in ref:
-        if not path.is_file():
-            raise typer.BadParameter(f"{path} does not exist or is not a file", param_hint="--ref")
-    if embedding is not None and not embedding.is_file():
-        raise typer.BadParameter(f"{embedding} does not exist", param_hint="--embedding")
+        check_input_file(path, "--ref")
+    if embedding is not None:
+        check_input_file(embedding, "--embedding")
     if embedding is not None and len(ref) > 1:
         raise typer.BadParameter("--embedding describes one photo: give at most one --ref", param_hint="--embedding")
     prompts = read_prompts(prompt, prompts_file)
@@ -230,6 +231,10 @@ def generate_command(
             generator.check(job)
         except UserInputError as exc:
             raise typer.BadParameter(str(exc)) from None
+    for text in dict.fromkeys(job.full_prompt for job in jobs):
+        note = generator.truncation_note(text)
+        if note:
+            console.print(f"[bold yellow]WARNING:[/] {note}")
     sources = list(ref)
     if not sources:  # an embedding alone: only families that read no CLIP can do without a photo
         if getattr(generator.pipe.identity_encoder, "clip_input", "hidden") != "none":

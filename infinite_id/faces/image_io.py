@@ -95,10 +95,12 @@ def _open(source: str | Path | bytes, name: str, max_pixels: int, max_side: int 
         stream: Any = io.BytesIO(source)
     else:
         path = Path(source).expanduser()
+        if str(source).startswith(("http:/", "https:/")):
+            raise InvalidImageError(f"{name} is a URL; images are read from local files only: download it first.")
         if not path.exists():
             raise MissingInputError(f"Image file not found: {name}")
         if path.is_dir():
-            raise InvalidImageError(f"{name} is a directory, not an image file.")
+            raise InvalidImageError(f"{name} is a folder, not an image file.")
         stream = path
     try:
         with warnings.catch_warnings():

@@ -195,6 +195,9 @@ class WebSession:
             result = self.generator.generate(identity, settings, text_stream=True)
         gallery = [(result.text_image, "text stream (the prompt alone)"), (result.image, "identity stream")]
         info = f"seed {seed} · {settings.steps} steps · {settings.full_prompt!r} · {self.generator.model.description}"
+        note = self.generator.truncation_note(settings.full_prompt)
+        if note:
+            info += f"\n\n**Note:** {note}"
         return gallery, info
 
 

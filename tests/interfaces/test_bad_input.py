@@ -128,3 +128,56 @@ def test_outputs_name_models_not_paths_and_record_the_face(tmp_path_factory):
     meta = json.loads(text["infinite_id"])
     assert meta["model"] == "my-sd15 + Infinite-ID adapter my-adapter.safetensors"
     assert meta["face_indices"] == [0] and meta["references"] == ["astronaut.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--ref", "{tmp}"), ["is a folder"]),
+        (("--ref", "https://example.com/me.jpg"), ["not a URL", "https://example.com/me.jpg"]),
+        (("--ref", "{tmp}/missing.jpg"), ["does not exist"]),
+        (("--ref", PORTRAIT, "--prompts-file", "{tmp}"), ["--prompts-file", "is a folder"]),
+        (("--ref", PORTRAIT, "--embedding", "{tmp}"), ["--embedding", "is a folder"]),
+    ],
+)
+def test_path_slips_are_named_for_what_they_are(tmp_path, no_model_load, args, words):
+    args = [str(a).format(tmp=tmp_path) for a in args]
+    line = _error_line(_run("generate", *args, "--prompt", "a", "--out", tmp_path / "o"))
+    for word in words:
+        assert word in line, line
+
+
+def test_a_safetensors_file_named_bin_is_told_to_be_renamed(tmp_path, tiny_model_dirs):
+    from safetensors.torch import save_file
+
+    disguised = tmp_path / "ip-adapter-faceid_sd15.bin"
+    save_file({"x": torch.zeros(2)}, str(disguised))
+    line = _error_line(_run("generate", "--ref", PORTRAIT, "--prompt", "a", "--model", tiny_model_dirs["sd15"],
+                            "--adapter", disguised, "--out", tmp_path / "o"))  # fmt: skip
+    assert "is a safetensors file named .bin" in line and "ip-adapter-faceid_sd15.safetensors" in line
+    assert "weights_only" not in line
+
+
+def test_a_sixteen_bit_grayscale_face_is_found(tmp_path):
+    import numpy as np
+
+    gray = np.asarray(Image.open(ASTRONAUT).convert("L")).astype(np.uint16) * 257
+    path = tmp_path / "gray16.png"
+    Image.fromarray(gray).save(path)
+    assert Image.open(path).mode == "I;16"
+    result = _run("faces", path, "--backend", "insightface", "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.output)["images"][0]["faces"]) == 1
+
+
+def test_a_long_prompt_is_said_to_be_cut_with_the_real_counts(tmp_path):
+    long_prompt = " ".join(["a photo of a woman with red hair"] * 10)
+    result = _run("generate", "--ref", PORTRAIT, "--prompt", long_prompt, "--steps", "1", "--seed", "0",
+                  "--out", tmp_path / "o")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "tokens; the model reads the first 30 and ignores the rest" in text  # the miniature CLIP reads 32
+    assert "indexing errors" not in text  # transformers' wrong guess is silenced
+    from infinite_id.generation import open_generator
+
+    assert open_generator(device="cpu").truncation_note("a photo of a woman") is None

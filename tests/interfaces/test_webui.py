@@ -312,3 +312,18 @@ def test_uploads_outside_the_queue_are_bounded_and_deleted(roomy_server):
             response = client.post("/gradio_api/upload", files=[("files", ("a.png", b"tiny", "image/png"))])
             statuses.append(response.status_code)
     assert 429 in statuses and statuses.count(200) <= limits.max_uploads_per_minute
+
+
+def test_an_api_error_does_not_echo_server_paths(roomy_server):
+    url, _, _ = roomy_server
+    outside = {"path": str(ROOT / "pyproject.toml"), "meta": {"_type": "gradio.FileData"}, "orig_name": "a.png"}
+    with httpx.Client(base_url=url, timeout=60) as client:
+        data = [[outside], None, "a woman", "", "none", 1.0, "auto", 2, 0]
+        response = client.post("/gradio_api/call/generate", json={"data": data})
+        text = response.text
+        if response.status_code == 200:
+            with client.stream("GET", f"/gradio_api/call/generate/{response.json()['event_id']}") as stream:
+                text += "".join(stream.iter_lines())
+    assert "error" in text.lower()
+    for private in (os.getcwd(), str(ROOT), "/tmp/"):
+        assert private not in text, text[:300]

@@ -3,7 +3,8 @@
 Every command that writes (generate, faces, train-prepare, train-shards, train, eval, retrain, serve) is pointed
 at a folder of the user's own files, at the folder holding its inputs, and next to a sibling the user owns; each
 must refuse with one line (or, for generate, add new files only), and every user file must be byte-for-byte
-intact afterwards. The data fixtures come from this folder's conftest (tiny identity dataset and cache).
+intact afterwards. The data fixtures come from this folder's conftest (tiny identity dataset and cache); the
+weights export of the miniature world is covered in tests/world/test_retrain_weights.py.
 """
 
 from __future__ import annotations

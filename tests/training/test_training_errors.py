@@ -114,3 +114,12 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(make_config, tmp
     assert any("damaged" in r.message and "step-00000002" in r.message for r in caplog.records)
     state = json.loads((resumed.resumed_from / "trainer_state.json").read_text())
     assert state["global_step"] == 1
+
+
+def test_the_accelerate_entry_point_prints_one_line_too(identity_cache, tmp_path, capsys):
+    from infinite_id.training import main
+
+    code = main([str(TINY), "--model.pretrained=x", f"--data.cache={identity_cache}", "--train.learning_rate=inf",
+                 f"--output.dir={tmp_path / 'run'}"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("Error:") and "learning_rate" in err[0], err

@@ -27,17 +27,10 @@ __all__ = [
     "check_output_dir",
     "check_writable",
     "has_json_marker",
-    "is_within",
     "new_temp_dir",
     "public_name",
     "replace_dir",
 ]
-
-
-def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
-    """True when ``path`` is ``folder`` or lies inside it (symlinks resolved)."""
-    path, folder = Path(path).resolve(), Path(folder).resolve()
-    return path == folder or folder in path.parents
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -101,8 +94,10 @@ def check_output_dir(
             (the command adds to it and removes nothing it did not write).
     """
     out = check_writable(out, what)
-    for source in inputs:
-        if is_within(source, out):
+    resolved = out.resolve()
+    for source in inputs:  # a dataset lists many photos: resolve ``out`` once
+        path = Path(source).resolve()
+        if path == resolved or resolved in path.parents:
             raise OutputPathError(
                 f"{what} {out} holds this command's input {source}: writing there could destroy it; choose a "
                 "separate folder"

@@ -194,9 +194,10 @@ def run_parallel(
 
 
 def is_retrain_output(folder: Path) -> bool:
-    """True when ``folder`` holds retrain stages or their summary (shipped weights included): resumed, never
-    wiped."""
-    return (folder / SUMMARY_NAME).is_file() or any((folder / stage).is_dir() for stage in STAGES)
+    """True when ``folder`` holds only what retrain writes (stage folders, their logs, the summary; the shipped
+    weights' ``export.json`` too): it is resumed, never wiped."""
+    own = {*STAGES, "logs", SUMMARY_NAME, "export.json"}
+    return all(entry.name in own or entry.name.startswith(".") for entry in folder.iterdir())
 
 
 def retrain(

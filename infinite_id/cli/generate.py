@@ -168,7 +168,7 @@ def generate_command(
 
     from ..errors import UserInputError
     from ..generation import ADAIN_CHOICES, SELF_ATTENTION_CHOICES, STYLE_PRESETS, GenerationSettings
-    from ..outputs import check_input_file
+    from ..outputs import check_input_file, check_writable
 
     console = Console(stderr=True)
     # 1. Arguments, all checked before anything is loaded.
@@ -197,8 +197,6 @@ def generate_command(
         raise typer.BadParameter(
             f"{face_backend!r}: choose auto, insightface, dlib or mini", param_hint="--face-backend"
         )
-    from ..outputs import check_writable
-
     check_writable(out, "--out")  # before the model loads: a generation is not thrown away at the end
     jobs = [
         GenerationSettings(

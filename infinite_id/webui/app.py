@@ -69,6 +69,9 @@ class ServeLimits:
     max_uploads_per_minute: int = 120
     #: Uploaded and generated files are deleted this long after they were written (and all at shutdown).
     keep_files_s: int = 600
+    #: Upload bytes accepted while they may still be on disk (Gradio's cleaner runs every ``keep_files_s``, so a
+    #: file lives up to twice that): the disk the uploads can take.
+    max_kept_upload_bytes: int = 1_000_000_000
 
     @property
     def max_request_bytes(self) -> int:
@@ -315,14 +318,24 @@ def build_app(generator: Generator, limits: ServeLimits | None = None) -> gr.Blo
 
 class UploadGuard:
     """ASGI middleware in front of Gradio's upload route, which runs outside the queue: a request must say its
-    size and stay under ``max_request_bytes`` (413), and all visitors together get ``max_per_minute`` uploads
-    (429). Gradio itself refuses a single file above ``max_file_size``."""
+    size and stay under ``max_request_bytes`` (413); all visitors together get ``max_per_minute`` uploads and
+    ``max_kept_bytes`` within ``kept_for_s`` (how long an upload can stay on disk), beyond which they get 429.
+    Gradio itself refuses a single file above ``max_file_size``."""
 
-    def __init__(self, app: Any, max_request_bytes: int, max_per_minute: int) -> None:
+    def __init__(
+        self,
+        app: Any,
+        max_request_bytes: int,
+        max_per_minute: int,
+        max_kept_bytes: int = 1_000_000_000,
+        kept_for_s: float = 1200.0,
+    ) -> None:
         self.app = app
         self.max_request_bytes = max_request_bytes
         self.max_per_minute = max_per_minute
-        self._recent: collections.deque[float] = collections.deque()
+        self.max_kept_bytes = max_kept_bytes
+        self.kept_for_s = kept_for_s
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (time, bytes) of each upload
         self._lock = threading.Lock()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -340,13 +353,16 @@ class UploadGuard:
             return 411, "An upload must state its Content-Length."
         if int(length) > self.max_request_bytes:
             return 413, f"Uploads are limited to {self.max_request_bytes / 1e6:.3g} MB per request."
-        now = time.monotonic()
+        size, now = int(length), time.monotonic()
         with self._lock:
-            while self._recent and now - self._recent[0] > 60:
+            while self._recent and now - self._recent[0][0] > max(60.0, self.kept_for_s):
                 self._recent.popleft()
-            if len(self._recent) >= self.max_per_minute:
+            if sum(1 for when, _ in self._recent if now - when <= 60) >= self.max_per_minute:
                 return 429, "Too many uploads; try again in a minute."
-            self._recent.append(now)
+            kept = sum(n for when, n in self._recent if now - when <= self.kept_for_s)
+            if kept + size > self.max_kept_bytes:
+                return 429, "The server holds too many uploads; try again later."
+            self._recent.append((now, size))
         return None
 
 
@@ -361,7 +377,11 @@ def launch(demo: gr.Blocks, limits: ServeLimits, host: str = "127.0.0.1", port: 
     from starlette.middleware import Middleware
 
     guard = Middleware(
-        UploadGuard, max_request_bytes=limits.max_request_bytes, max_per_minute=limits.max_uploads_per_minute
+        UploadGuard,
+        max_request_bytes=limits.max_request_bytes,
+        max_per_minute=limits.max_uploads_per_minute,
+        max_kept_bytes=limits.max_kept_upload_bytes,
+        kept_for_s=2 * limits.keep_files_s,
     )
     demo.launch(
         server_name=host,

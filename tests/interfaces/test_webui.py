@@ -237,7 +237,7 @@ def _rss_bytes(field: str) -> int:
 def roomy_server(generator):
     """A server whose queue holds the hostile requests and the next visitor, so that the visitor waits behind them."""
     limits = ServeLimits(concurrency=1, max_queue=16, max_steps=8, max_upload_bytes=2_000_000, keep_files_s=2,
-                         max_uploads_per_minute=30)  # fmt: skip
+                         max_uploads_per_minute=30, max_kept_upload_bytes=12_000_000)  # fmt: skip
     demo = build_app(generator, limits)
     url = launch(demo, limits, host="127.0.0.1", port=0, block=False)
     try:
@@ -307,6 +307,10 @@ def test_uploads_outside_the_queue_are_bounded_and_deleted(roomy_server):
         while Path(kept).exists() and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not Path(kept).exists(), "an upload outlived keep_files_s"
+        time.sleep(2 * limits.keep_files_s)  # what was uploaded so far no longer counts against the disk budget
+        full = b"x" * (limits.max_request_bytes - 1024)  # 8 MB each: the second would hold 16 MB of the 12
+        budget = [client.post("/gradio_api/upload", files=[("files", ("f.png", full, "image/png"))]) for _ in "ab"]
+        assert budget[1].status_code == 429 and "too many uploads" in budget[1].text, budget[1].text
         statuses = []
         for _ in range(limits.max_uploads_per_minute + 1):
             response = client.post("/gradio_api/upload", files=[("files", ("a.png", b"tiny", "image/png"))])

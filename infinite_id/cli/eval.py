@@ -26,7 +26,10 @@ def load_factory(spec: str) -> Any:
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise typer.BadParameter(f"{spec!r}: use python:package.module:callable")
-    factory = getattr(importlib.import_module(module_name), attr)
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise typer.BadParameter(f"{spec!r}: {exc}") from None
     return factory() if callable(factory) else factory
 
 

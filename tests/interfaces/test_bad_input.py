@@ -181,3 +181,19 @@ def test_a_long_prompt_is_said_to_be_cut_with_the_real_counts(tmp_path):
     from infinite_id.generation import open_generator
 
     assert open_generator(device="cpu").truncation_note("a photo of a woman") is None
+
+
+def test_a_hub_id_behind_a_failing_proxy_is_one_line(tmp_path, monkeypatch):
+    """The hub client's transport raises httpx errors (not OSError) when a proxy fails; offline, the failure is
+    raised where the download would happen."""
+    import httpx
+
+    from infinite_id.pipelines import InfiniteIDPipeline
+
+    def unreachable(*args, **kwargs):
+        raise httpx.ProxyError("502 Bad Gateway from proxy")
+
+    monkeypatch.setattr(InfiniteIDPipeline, "from_pretrained", unreachable)
+    line = _error_line(_run("generate", "--ref", PORTRAIT, "--prompt", "a", "--model", "someorg/some-model",
+                            "--adapter", "adapter.safetensors", "--out", tmp_path / "o"))  # fmt: skip
+    assert "cannot load the base model someorg/some-model" in line and "proxy" in line

@@ -32,6 +32,7 @@ __all__ = [
     "Generator",
     "Identity",
     "ModelLimits",
+    "model_limits",
     "apply_style",
     "open_generator",
     "save_result",
@@ -149,6 +150,31 @@ class ModelLimits:
             f"(native {self.native_size}), 1 to {self.max_steps} steps"
         )
 
+    def check(self, steps: int, height: int | None = None, width: int | None = None) -> None:
+        """Raise :class:`UserInputError` naming the first value outside these limits, with the range."""
+        if not 1 <= steps <= self.max_steps:
+            raise UserInputError(f"steps must be 1 to {self.max_steps} for this model's scheduler, got {steps}")
+        for name, value in (("height", height), ("width", width)):
+            if value is not None and (not self.min_size <= value <= self.max_size or value % self.multiple):
+                raise UserInputError(
+                    f"{name} {value} does not suit this model: use {self.min_size} to {self.max_size} px in "
+                    f"multiples of {self.multiple} (its native size is {self.native_size})"
+                )
+
+
+def model_limits(pipe: Any) -> ModelLimits:
+    """What ``pipe`` accepts: sides from a quarter to twice its native size in multiples of its VAE factor, and
+    as many steps as its scheduler can take."""
+    factor = int(pipe.vae_scale_factor)
+    native = int(pipe.unet.config.sample_size) * factor
+    return ModelLimits(
+        native_size=native,
+        min_size=max(factor, native // MIN_SIZE_DIVISOR // factor * factor),
+        max_size=native * MAX_SIZE_FACTOR,
+        multiple=factor,
+        max_steps=_max_scheduler_steps(pipe.scheduler),
+    )
+
 
 def _max_scheduler_steps(scheduler: Any) -> int:
     """The most inference steps ``scheduler`` can take: its timesteps must stay inside its training schedule (a
@@ -202,33 +228,13 @@ class Generator:
     def limits(self) -> ModelLimits:
         """The sizes and steps this model and its scheduler accept (read from them, once)."""
         if self._limits is None:
-            factor = int(self.pipe.vae_scale_factor)
-            native = int(self.pipe.unet.config.sample_size) * factor
-            self._limits = ModelLimits(
-                native_size=native,
-                min_size=max(factor, native // MIN_SIZE_DIVISOR // factor * factor),
-                max_size=native * MAX_SIZE_FACTOR,
-                multiple=factor,
-                max_steps=_max_scheduler_steps(self.pipe.scheduler),
-            )
+            self._limits = model_limits(self.pipe)
         return self._limits
 
     def check(self, settings: GenerationSettings) -> None:
         """Raise :class:`UserInputError` naming the first setting this model cannot take, with the range it can."""
         settings.check()
-        limits = self.limits
-        if settings.steps > limits.max_steps:
-            raise UserInputError(
-                f"steps must be 1 to {limits.max_steps} for this model's scheduler, got {settings.steps}"
-            )
-        for name, value in (("height", settings.height), ("width", settings.width)):
-            if value is None:
-                continue
-            if not limits.min_size <= value <= limits.max_size or value % limits.multiple:
-                raise UserInputError(
-                    f"{name} {value} does not suit this model: use {limits.min_size} to {limits.max_size} px in "
-                    f"multiples of {limits.multiple} (its native size is {limits.native_size})"
-                )
+        self.limits.check(settings.steps, settings.height, settings.width)
 
     # -------------------------------------------------------------- identity
     def find_faces(self, image: Any) -> list:

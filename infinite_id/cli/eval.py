@@ -154,6 +154,8 @@ def eval_command(
         typer.echo(f"tables: {', '.join(str(p) for p in written['tables'].values())}")
         return
 
+    if seeds < 1:
+        raise typer.BadParameter("use 1 or more", param_hint="--seeds")
     try:
         chosen = resolve_methods(_csv(methods))
         prompt_sets = resolve_prompt_sets(prompts)
@@ -161,14 +163,19 @@ def eval_command(
         raise typer.BadParameter(str(exc)) from exc
     dev, torch_dtype = resolve_device(device, dtype)
 
-    from ..errors import model_loading
+    from ..errors import UserInputError, model_loading
     from ..faces import analyzer_for
+    from ..generation import model_limits
     from ..pipelines import InfiniteIDPipeline
 
     with model_loading(f"the base model {model}"):
         pipe = InfiniteIDPipeline.from_pretrained(model, torch_dtype=torch_dtype)
     with model_loading(f"the adapter {adapter}"):
         metadata = pipe.load_adapter(adapter, image_encoder=image_encoder)
+    try:  # the ranges only the loaded model knows, before any image
+        model_limits(pipe).check(steps, height, width)
+    except UserInputError as exc:
+        raise typer.BadParameter(str(exc)) from None
     pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)
     if adapter_face_encoder == "auto":

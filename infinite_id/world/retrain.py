@@ -32,7 +32,6 @@ from pathlib import Path
 
 import torch
 
-from ..outputs import check_output_dir
 from .train_adapters import AdapterTrainingConfig, train_adapter
 from .train_attributes import AttributeTrainingConfig, train_attribute_classifier
 from .train_clip import ClipTrainingConfig, train_clip
@@ -221,6 +220,8 @@ def retrain(
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     selected = [s for s in STAGES if s in selected]  # recipe order: every stage after its inputs
+    from ..outputs import check_output_dir
+
     check_output_dir(
         out, what="--out", command="python -m infinite_id.world.retrain", is_own=is_retrain_output, overwrite=None
     )

@@ -60,24 +60,42 @@ def test_generate_checks_out_before_the_model_loads(tmp_path, no_model_load, out
 
 
 def test_generate_ranges_come_from_the_model_and_its_scheduler(tmp_path):
+    from infinite_id.generation import open_generator
+
+    limits = open_generator(device="cpu").limits  # the default model's (64 px miniature: 16 to 128, DDIM: 999)
     out = tmp_path / "out"
-    steps = _error_line(_run("generate", "--ref", PORTRAIT, "--prompt", "a", "--steps", "1000", "--out", out))
-    assert "1 to 999" in steps  # DDIM with steps_offset=1 cannot take its 1000th timestep
+    too_many = str(limits.max_steps + 1)
+    steps = _error_line(_run("generate", "--ref", PORTRAIT, "--prompt", "a", "--steps", too_many, "--out", out))
+    assert f"1 to {limits.max_steps}" in steps or "between 1 and 1000" in steps
     size = _error_line(_run("generate", "--ref", PORTRAIT, "--prompt", "a", "--size", "4096", "--out", out))
-    assert "16 to 128" in size and "native size is 64" in size  # the miniature model is 64 px; 2x is the most
-    odd = _error_line(_run("generate", "--ref", PORTRAIT, "--prompt", "a", "--size", "66", "--out", out))
-    assert "multiples of 4" in odd
+    assert f"{limits.min_size} to {limits.max_size}" in size and f"native size is {limits.native_size}" in size
+    odd = str(limits.native_size + 1)
+    odd_line = _error_line(_run("generate", "--ref", PORTRAIT, "--prompt", "a", "--size", odd, "--out", out))
+    assert f"multiples of {limits.multiple}" in odd_line
     assert not out.exists()  # nothing generated, nothing written
 
 
-def test_the_model_limits_describe_themselves():
-    from infinite_id.generation import GenerationSettings, open_generator
+def test_the_scheduler_decides_the_most_steps():
+    from diffusers import DDIMScheduler
 
-    generator = open_generator(device="cpu")
-    limits = generator.limits
-    assert (limits.native_size, limits.min_size, limits.max_size, limits.multiple) == (64, 16, 128, 4)
+    from infinite_id.generation import _max_scheduler_steps
+
+    assert _max_scheduler_steps(DDIMScheduler(steps_offset=1)) == 999  # its 1000th step would index timestep 1000
+    assert _max_scheduler_steps(DDIMScheduler(steps_offset=0)) == 1000
+    assert _max_scheduler_steps(DDIMScheduler(steps_offset=1, timestep_spacing="trailing")) == 1000
+
+
+def test_the_model_limits_describe_themselves(make_pipe):
+    from infinite_id.errors import UserInputError
+    from infinite_id.generation import model_limits
+
+    limits = model_limits(make_pipe("sd15", adapter=False))  # the tiny test model: 64 px native, VAE factor 2
+    assert (limits.native_size, limits.min_size, limits.max_size, limits.multiple) == (64, 16, 128, 2)
     assert limits.max_steps == 999 and "1 to 999 steps" in limits.describe()
-    generator.check(GenerationSettings(prompt="a", steps=999, height=128, width=16))  # the edges are accepted
+    limits.check(999, height=128, width=16)  # the edges are accepted
+    for steps, height in ((1000, None), (0, None), (30, 130), (30, 33), (30, 14)):
+        with pytest.raises(UserInputError):
+            limits.check(steps, height=height)
 
 
 def test_a_programming_error_in_generate_keeps_its_traceback(tmp_path, monkeypatch):
@@ -171,16 +189,18 @@ def test_a_sixteen_bit_grayscale_face_is_found(tmp_path):
 
 
 def test_a_long_prompt_is_said_to_be_cut_with_the_real_counts(tmp_path):
-    long_prompt = " ".join(["a photo of a woman with red hair"] * 10)
+    long_prompt = " ".join(["a photo of a woman with red hair"] * 20)
     result = _run("generate", "--ref", PORTRAIT, "--prompt", long_prompt, "--steps", "1", "--seed", "0",
                   "--out", tmp_path / "o")  # fmt: skip
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "tokens; the model reads the first 30 and ignores the rest" in text  # the miniature CLIP reads 32
-    assert "indexing errors" not in text  # transformers' wrong guess is silenced
     from infinite_id.generation import open_generator
 
-    assert open_generator(device="cpu").truncation_note("a photo of a woman") is None
+    generator = open_generator(device="cpu")
+    read = generator.pipe.tokenizer.model_max_length - 2  # without the start and end tokens
+    assert f"tokens; the model reads the first {read} and ignores the rest" in text
+    assert "indexing errors" not in text  # transformers' wrong guess is silenced
+    assert generator.truncation_note("a photo of a woman") is None
 
 
 def test_a_hub_id_behind_a_failing_proxy_is_one_line(tmp_path, monkeypatch):

@@ -303,10 +303,14 @@ def test_uploads_outside_the_queue_are_bounded_and_deleted(roomy_server):
         assert response.status_code == 413 and "per request" in response.text
         kept = _upload(client)["path"]
         assert Path(kept).is_file()
+        bystander = Path(kept).parents[1] / "someone-elses-file.txt"  # in the same cache folder, not ours
+        bystander.write_text("not the server's")
         deadline = time.monotonic() + 15  # keep_files_s=2: Gradio's cleaner deletes it within a few seconds
         while Path(kept).exists() and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not Path(kept).exists(), "an upload outlived keep_files_s"
+        assert bystander.read_text() == "not the server's"  # the cleaner deletes only what this server wrote
+        bystander.unlink()
         time.sleep(2 * limits.keep_files_s)  # what was uploaded so far no longer counts against the disk budget
         full = b"x" * (limits.max_request_bytes - 1024)  # 8 MB each: the second would hold 16 MB of the 12
         budget = [client.post("/gradio_api/upload", files=[("files", ("f.png", full, "image/png"))]) for _ in "ab"]

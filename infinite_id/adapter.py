@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .attention_processors import processor_module_list
+from .errors import MissingInputError, UserInputError
 from .faces.base import FaceEncoderInfo
 from .models.projectors import IdentityProjection, IdentityProjectionConfig
 
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 
-class AdapterError(ValueError):
+class AdapterError(UserInputError):
     """An adapter file that cannot be used with this pipeline (wrong base model, encoder or shape)."""
 
 
@@ -79,23 +80,70 @@ class AdapterMetadata:
 
     @classmethod
     def from_json(cls, text: str) -> AdapterMetadata:
-        data = json.loads(text)
+        """Parse and validate the header: every field's type and range is checked before anything is built from
+        it (a header is as untrusted as the file), so a lying header reads as one :class:`AdapterError`."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise AdapterError(f"adapter metadata is not valid JSON ({exc})") from None
+        data = _section(data, "metadata", set(_TOP_FIELDS), required={"format"})
         if data.get("format") != FORMAT_NAME:
             raise AdapterError(f"not an Infinite-ID adapter (format {data.get('format')!r})")
-        if int(data.get("format_version", 0)) > FORMAT_VERSION:
+        missing = sorted(set(_TOP_FIELDS) - {"training"} - set(data))
+        if missing:
+            raise AdapterError(f"adapter metadata lacks {missing}")
+        version = _integer(data, "format_version", "metadata", minimum=0)
+        if version > FORMAT_VERSION:
             raise AdapterError(
-                f"adapter format version {data['format_version']} is newer than this library supports "
-                f"({FORMAT_VERSION}): upgrade infinite-id"
+                f"adapter format version {version} is newer than this library supports ({FORMAT_VERSION}): "
+                "upgrade infinite-id"
             )
-        return cls(
-            projection=IdentityProjectionConfig.from_dict(data["projection"]),
-            base_family=data["base_family"],
-            cross_attention_dim=int(data["cross_attention_dim"]),
-            num_attention_layers=int(data["num_attention_layers"]),
-            face_encoder=FaceEncoderInfo.from_dict(data["face_encoder"]),
-            clip_encoder=ClipEncoderInfo(**data["clip_encoder"]),
-            training=dict(data.get("training") or {}),
+        projection = _parse_projection(data["projection"])
+        family = data["base_family"]
+        if family not in BASE_FAMILIES:
+            raise AdapterError(f"adapter metadata base_family {family!r} is not one of {', '.join(BASE_FAMILIES)}")
+        face = _section(data["face_encoder"], "face_encoder", {"backend", "model", "dim"}, required=None)
+        for key in ("backend", "model"):
+            if not isinstance(face[key], str) or not face[key]:
+                raise AdapterError(f"adapter metadata face_encoder.{key} must be a non-empty string")
+        clip = _section(data["clip_encoder"], "clip_encoder", set(_CLIP_FIELDS), required={"name", "hidden_size",
+                                                                                          "num_tokens"})  # fmt: skip
+        if not isinstance(clip["name"], str):
+            raise AdapterError("adapter metadata clip_encoder.name must be a string")
+        training = data.get("training") or {}
+        if not isinstance(training, dict):
+            raise AdapterError("adapter metadata training must be an object")
+        metadata = cls(
+            projection=projection,
+            base_family=family,
+            cross_attention_dim=_integer(data, "cross_attention_dim", "metadata"),
+            num_attention_layers=_integer(data, "num_attention_layers", "metadata"),
+            face_encoder=FaceEncoderInfo(face["backend"], face["model"], _integer(face, "dim", "face_encoder")),
+            clip_encoder=ClipEncoderInfo(
+                name=clip["name"],
+                hidden_size=_integer(clip, "hidden_size", "clip_encoder"),
+                num_tokens=_integer(clip, "num_tokens", "clip_encoder"),
+                layer=_integer(clip, "layer", "clip_encoder", minimum=-MAX_METADATA_SIZE, default=-1),
+                image_size=_integer(clip, "image_size", "clip_encoder", default=224),
+            ),
+            training=dict(training),
         )
+        for name, a, b in (
+            ("projection.cross_attention_dim", projection.cross_attention_dim, metadata.cross_attention_dim),
+            ("projection.face_dim", projection.face_dim, metadata.face_encoder.dim),
+        ):
+            if a != b:
+                raise AdapterError(f"adapter metadata is inconsistent: {name} is {a} but the model side says {b}")
+        return metadata
+
+    def expected_projection_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The ``image_proj.*`` tensor shapes this metadata implies, computed on the meta device (no memory)."""
+        try:
+            with torch.device("meta"):
+                module = IdentityProjection(self.projection)
+        except (ValueError, RuntimeError) as exc:
+            raise AdapterError(f"adapter metadata describes no buildable mapper: {exc}") from None
+        return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
     def check_unet(self, unet, family: str) -> None:
         """Raise :class:`AdapterError` unless this adapter fits ``unet`` of base ``family``."""
@@ -118,6 +166,57 @@ class AdapterMetadata:
             )
 
 
+#: The largest size any metadata field may give (widths, token and layer counts): far above real models (SDXL's
+#: width 2048, ViT-bigG's 1664, 257 CLIP tokens, 140 attention layers), far below an allocation that hurts.
+MAX_METADATA_SIZE = 65536
+BASE_FAMILIES = ("sd15", "sd2", "sdxl")
+_TOP_FIELDS = ("format", "format_version", "projection", "base_family", "cross_attention_dim",
+               "num_attention_layers", "face_encoder", "clip_encoder", "training")  # fmt: skip
+_CLIP_FIELDS = ("name", "hidden_size", "num_tokens", "layer", "image_size")
+_PROJECTION_SIZES = ("cross_attention_dim", "face_dim", "clip_dim", "clip_num_tokens", "face_num_tokens",
+                     "resampler_queries", "resampler_depth", "resampler_heads")  # fmt: skip
+_CLIP_MAPPERS = ("linear", "mlp", "resampler")
+
+
+def _section(data: Any, where: str, allowed: set[str], required: set[str] | None) -> dict[str, Any]:
+    """``data`` as a JSON object with only ``allowed`` keys and every ``required`` one (``None``: all allowed)."""
+    if not isinstance(data, dict):
+        raise AdapterError(f"adapter metadata {where} must be a JSON object, not {type(data).__name__}")
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise AdapterError(f"adapter metadata {where} has unknown fields {extra}")
+    missing = sorted((allowed if required is None else required) - set(data))
+    if missing:
+        raise AdapterError(f"adapter metadata {where} lacks {missing}")
+    return data
+
+
+def _integer(data: dict[str, Any], key: str, where: str, minimum: int = 1, default: int | None = None) -> int:
+    """``data[key]`` as an int in ``[minimum, MAX_METADATA_SIZE]``: JSON booleans, floats and strings refused."""
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_METADATA_SIZE:
+        raise AdapterError(
+            f"adapter metadata {where}.{key} must be a whole number from {minimum} to {MAX_METADATA_SIZE}, "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _parse_projection(data: Any) -> IdentityProjectionConfig:
+    fields = set(IdentityProjectionConfig.__dataclass_fields__)
+    data = _section(data, "projection", fields, required={"cross_attention_dim"})
+    values: dict[str, Any] = {k: _integer(data, k, "projection") for k in _PROJECTION_SIZES if k in data}
+    if data.get("face_hidden_dim") is not None:
+        values["face_hidden_dim"] = _integer(data, "face_hidden_dim", "projection")
+    mapper = data.get("clip_mapper", "linear")
+    if mapper not in _CLIP_MAPPERS:
+        raise AdapterError(f"adapter metadata projection.clip_mapper must be one of {_CLIP_MAPPERS}, got {mapper!r}")
+    extra = data.get("extra") or {}
+    if not isinstance(extra, dict):
+        raise AdapterError("adapter metadata projection.extra must be an object")
+    return IdentityProjectionConfig(**values, clip_mapper=mapper, extra=dict(extra))
+
+
 def unet_family(unet) -> str:
     """``"sdxl"`` for UNets with SDXL's text-time conditioning, else ``"sd15"`` or ``"sd2"`` by context width."""
     if getattr(unet.config, "addition_embed_type", None) == "text_time":
@@ -136,10 +235,28 @@ def save_adapter_file(
     tensors = {f"image_proj.{k}": v for k, v in projection.state_dict().items()}
     tensors.update({f"ip_adapter.{k}": v for k, v in processor_module_list(unet).state_dict().items()})
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    metadata = _without_paths(metadata)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"infinite_id": metadata.to_json()})
     os.replace(tmp, path)
     return path
+
+
+#: Training-record entries that name a model or a data folder (recorded by name, never by path).
+_SOURCE_KEYS = ("base_model", "cache", "shards", "image_encoder")
+
+
+def _without_paths(metadata: AdapterMetadata) -> AdapterMetadata:
+    """``metadata`` with every local path reduced to its last component (adapter files get shared)."""
+    from dataclasses import replace
+
+    from .outputs import public_name
+
+    training = {
+        k: (public_name(v) if k in _SOURCE_KEYS and isinstance(v, str) else v) for k, v in metadata.training.items()
+    }
+    clip = replace(metadata.clip_encoder, name=public_name(metadata.clip_encoder.name))
+    return replace(metadata, clip_encoder=clip, training=training)
 
 
 def load_adapter_file(
@@ -150,27 +267,48 @@ def load_adapter_file(
     if path.is_dir():
         path = path / ADAPTER_WEIGHTS_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"no adapter file at {path}")
+        raise MissingInputError(f"no adapter file at {path}")
     if path.suffix != ".safetensors":
         raise AdapterError(f"{path}: Infinite-ID adapters are .safetensors files")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+            if "infinite_id" not in header:
+                raise AdapterError(
+                    f"{path} has no Infinite-ID metadata; IP-Adapter files are imported with "
+                    "infinite_id.loaders.ip_adapter (not load_adapter)"
+                )
+            try:
+                metadata = AdapterMetadata.from_json(header["infinite_id"])
+            except AdapterError as exc:
+                raise AdapterError(f"{path}: {exc}") from None
+            keys = list(f.keys())
+            _check_tensor_shapes(path, metadata, {k: tuple(f.get_slice(k).get_shape()) for k in keys})
+            tensors = {k: f.get_tensor(k) for k in keys}  # read only once the header and the shapes agree
+    except AdapterError:
+        raise
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise AdapterError(f"{path} is not a readable safetensors file: {exc}") from exc
-    if "infinite_id" not in header:
-        raise AdapterError(
-            f"{path} has no Infinite-ID metadata; IP-Adapter files are imported with "
-            "infinite_id.loaders.ip_adapter (not load_adapter)"
-        )
-    metadata = AdapterMetadata.from_json(header["infinite_id"])
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise AdapterError(f"{path} holds NaN or infinite weights (in {bad[:3]}): the training diverged; use another")
     image_proj = {k.removeprefix("image_proj."): v for k, v in tensors.items() if k.startswith("image_proj.")}
     ip_adapter = {k.removeprefix("ip_adapter."): v for k, v in tensors.items() if k.startswith("ip_adapter.")}
-    unknown = [k for k in tensors if not k.startswith(("image_proj.", "ip_adapter."))]
+    return image_proj, ip_adapter, metadata
+
+
+def _check_tensor_shapes(path: Path, metadata: AdapterMetadata, shapes: dict[str, tuple[int, ...]]) -> None:
+    """The mappers' tensors must have exactly the shapes the metadata implies (the image cross-attention weights
+    are checked against the UNet itself when they are copied, see :func:`load_state_strict`)."""
+    unknown = [k for k in shapes if not k.startswith(("image_proj.", "ip_adapter."))]
     if unknown:
         raise AdapterError(f"{path}: unexpected keys {unknown[:5]} (expected image_proj.* and ip_adapter.*)")
-    return image_proj, ip_adapter, metadata
+    expected = metadata.expected_projection_shapes()
+    found = {k.removeprefix("image_proj."): s for k, s in shapes.items() if k.startswith("image_proj.")}
+    wrong = [f"{k}: file {found.get(k)} vs metadata {s}" for k, s in expected.items() if found.get(k) != s]
+    wrong += [f"{k}: not in the metadata's mapper" for k in sorted(set(found) - set(expected))]
+    if wrong:
+        raise AdapterError(f"{path}: the tensors do not match its metadata ({'; '.join(wrong[:3])}): a damaged file")
 
 
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

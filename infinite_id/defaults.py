@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
+from .errors import ModelLoadError, UserInputError, model_loading
 from .faces.base import FaceEncoderInfo
+from .outputs import public_name
 
 logger = logging.getLogger(__name__)
 
@@ -66,16 +68,18 @@ def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple[str, torc
     try:
         torch.device(device)
     except RuntimeError as exc:
-        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from exc
+        raise UserInputError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from exc
     if device.startswith("cuda"):
         index = torch.device(device).index or 0
         if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+            raise UserInputError(
+                f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s)"
+            )
     if dtype == "auto":
         dtype = "float32" if device == "cpu" else "float16"
     choices = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     if dtype not in choices:
-        raise ValueError(f"unknown dtype {dtype!r}: use auto, {', '.join(choices)}")
+        raise UserInputError(f"unknown dtype {dtype!r}: use auto, {', '.join(choices)}")
     return device, choices[dtype]
 
 
@@ -118,7 +122,7 @@ def resolve_default_model(
     if miniature_model_available():
         return load_miniature_model(device=device, dtype=dtype)
     if face_encoder is None:
-        raise ValueError("the smoke model needs the face encoder it should be built for")
+        raise UserInputError("the smoke model needs the face encoder it should be built for")
     return build_smoke_model(face_encoder, device, dtype), face_encoder
 
 
@@ -209,11 +213,16 @@ def load_model(
     )
     from .pipelines import InfiniteIDPipeline
 
-    pipe = InfiniteIDPipeline.from_pretrained(model, torch_dtype=dtype)
+    with model_loading(f"the base model {model}"):
+        pipe = InfiniteIDPipeline.from_pretrained(model, torch_dtype=dtype)
     adapter_path = Path(adapter)
     notes: list[str] = []
     if adapter_path.is_file() and is_ip_adapter_file(adapter_path):
-        state = read_ip_adapter_file(adapter_path)
+        if adapter_path.suffix != ".safetensors" and _is_safetensors(adapter_path):
+            raise ModelLoadError(f"{adapter_path} is a safetensors file named {adapter_path.suffix}: rename it to "
+                                 f"{adapter_path.stem}.safetensors")  # fmt: skip
+        with model_loading(f"the adapter {adapter}"):
+            state = read_ip_adapter_file(adapter_path)
         kind = detect_ip_adapter_kind(state[0])
         options = dict(ip_adapter_options or {})
         if kind in ("faceid", "faceid-plus"):
@@ -227,16 +236,25 @@ def load_model(
             face_encoder = analyzer.info
         if analyzer is not None:
             pipe.set_face_analyzer(analyzer)
-        info = load_ip_adapter(
-            pipe, state, name=adapter_path.name, image_encoder=image_encoder, face_encoder=face_encoder, **options
-        )
-        description = f"{model} + {info.describe()}"
+        with model_loading(f"the adapter {adapter}"):
+            info = load_ip_adapter(
+                pipe, state, name=adapter_path.name, image_encoder=image_encoder, face_encoder=face_encoder, **options
+            )
+        description = f"{public_name(model)} + {info.describe()}"
         notes.append(info.describe())
     else:
-        metadata = pipe.load_adapter(adapter, image_encoder=image_encoder)
+        with model_loading(f"the adapter {adapter}"):
+            metadata = pipe.load_adapter(adapter, image_encoder=image_encoder)
         face_encoder = metadata.face_encoder
-        description = f"{model} + Infinite-ID adapter {adapter}"
+        description = f"{public_name(model)} + Infinite-ID adapter {public_name(adapter)}"
     pipe.to(device)
     if pipe.image_proj is not None:
         pipe.image_proj.to(device=device)
-    return LoadedModel(pipe=pipe, name=str(model), description=description, notes=notes), face_encoder
+    return LoadedModel(pipe=pipe, name=public_name(model), description=description, notes=notes), face_encoder
+
+
+def _is_safetensors(path: Path) -> bool:
+    """True when ``path`` starts like a safetensors file (an 8-byte header length, then a JSON object)."""
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and 1 < int.from_bytes(head[:8], "little") < 100 * 2**20 and head[8:9] == b"{"

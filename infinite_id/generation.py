@@ -22,6 +22,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from . import __version__
 from .defaults import LoadedModel, load_model, miniature_model_available, resolve_default_model, resolve_device
+from .errors import InfiniteIDError, OutputPathError, UserInputError
 
 __all__ = [
     "STYLE_PRESETS",
@@ -30,13 +31,16 @@ __all__ = [
     "GenerationSettings",
     "Generator",
     "Identity",
+    "ModelLimits",
+    "model_limits",
     "apply_style",
     "open_generator",
     "save_result",
 ]
 
-#: What a person can cause and should read as one sentence (bad photo, no face, wrong file, unknown model...).
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError)
+#: What a person can cause and should read as one sentence (bad photo, no face, wrong file, unknown model...): the
+#: project's own errors only, so that a bug still shows its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (InfiniteIDError,)
 
 #: The styles of the paper's figures (paper-spec section 3.5), as phrases appended to the prompt.
 STYLE_PRESETS: dict[str, str] = {
@@ -57,7 +61,7 @@ def apply_style(prompt: str, style: str | None) -> str:
     if style in (None, "", "none"):
         return prompt
     if style not in STYLE_PRESETS:
-        raise ValueError(f"unknown style {style!r}: choose none or one of {', '.join(STYLE_PRESETS)}")
+        raise UserInputError(f"unknown style {style!r}: choose none or one of {', '.join(STYLE_PRESETS)}")
     return f"{prompt.rstrip(' ,.')}, {STYLE_PRESETS[style]}"
 
 
@@ -80,23 +84,23 @@ class GenerationSettings:
     def check(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
         if not self.prompt or not self.prompt.strip():
-            raise ValueError("the prompt is empty")
+            raise UserInputError("the prompt is empty")
         if self.steps < 1 or self.steps > 1000:
-            raise ValueError(f"steps must be between 1 and 1000, got {self.steps}")
+            raise UserInputError(f"steps must be between 1 and 1000, got {self.steps}")
         if not 0.0 <= self.guidance <= 50.0:
-            raise ValueError(f"guidance must be between 0 and 50, got {self.guidance}")
+            raise UserInputError(f"guidance must be between 0 and 50, got {self.guidance}")
         if not 0.0 <= self.id_scale <= 5.0:
-            raise ValueError(f"ID scale must be between 0 and 5, got {self.id_scale}")
+            raise UserInputError(f"ID scale must be between 0 and 5, got {self.id_scale}")
         if self.adain not in ADAIN_CHOICES:
-            raise ValueError(f"AdaIN must be one of {', '.join(ADAIN_CHOICES)}, got {self.adain!r}")
+            raise UserInputError(f"AdaIN must be one of {', '.join(ADAIN_CHOICES)}, got {self.adain!r}")
         if self.self_attention not in SELF_ATTENTION_CHOICES:
-            raise ValueError(f"self-attention must be one of {', '.join(SELF_ATTENTION_CHOICES)}")
+            raise UserInputError(f"self-attention must be one of {', '.join(SELF_ATTENTION_CHOICES)}")
         if not 0 <= self.seed < 2**63:
-            raise ValueError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
+            raise UserInputError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
         apply_style(self.prompt, self.style)
         for name, value in (("height", self.height), ("width", self.width)):
             if value is not None and not 8 <= value <= 4096:
-                raise ValueError(f"{name} must be between 8 and 4096 pixels, got {value}")
+                raise UserInputError(f"{name} must be between 8 and 4096 pixels, got {value}")
 
     @property
     def full_prompt(self) -> str:
@@ -111,6 +115,8 @@ class Identity:
     crops: list[Image.Image]
     tokens: tuple[torch.Tensor, torch.Tensor]
     face_encoder: str
+    #: The face used in each photo (0: the largest), recorded so an image can be remade from its metadata.
+    face_indices: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -121,6 +127,70 @@ class GenerationResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+#: The largest image side, as a multiple of the model's native size: beyond it a model draws repeated, broken
+#: compositions and the time and memory grow with the square of the side.
+MAX_SIZE_FACTOR = 2
+#: The smallest side, as a fraction of the native size.
+MIN_SIZE_DIVISOR = 4
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """What one loaded model accepts: image sides (pixels) and denoising steps."""
+
+    native_size: int
+    min_size: int
+    max_size: int
+    multiple: int
+    max_steps: int
+
+    def describe(self) -> str:
+        return (
+            f"sides {self.min_size} to {self.max_size} px in multiples of {self.multiple} "
+            f"(native {self.native_size}), 1 to {self.max_steps} steps"
+        )
+
+    def check(self, steps: int, height: int | None = None, width: int | None = None) -> None:
+        """Raise :class:`UserInputError` naming the first value outside these limits, with the range."""
+        if not 1 <= steps <= self.max_steps:
+            raise UserInputError(f"steps must be 1 to {self.max_steps} for this model's scheduler, got {steps}")
+        for name, value in (("height", height), ("width", width)):
+            if value is not None and (not self.min_size <= value <= self.max_size or value % self.multiple):
+                raise UserInputError(
+                    f"{name} {value} does not suit this model: use {self.min_size} to {self.max_size} px in "
+                    f"multiples of {self.multiple} (its native size is {self.native_size})"
+                )
+
+
+def model_limits(pipe: Any) -> ModelLimits:
+    """What ``pipe`` accepts: sides from a quarter to twice its native size in multiples of its VAE factor, and
+    as many steps as its scheduler can take."""
+    factor = int(pipe.vae_scale_factor)
+    native = int(pipe.unet.config.sample_size) * factor
+    return ModelLimits(
+        native_size=native,
+        min_size=max(factor, native // MIN_SIZE_DIVISOR // factor * factor),
+        max_size=native * MAX_SIZE_FACTOR,
+        multiple=factor,
+        max_steps=_max_scheduler_steps(pipe.scheduler),
+    )
+
+
+def _max_scheduler_steps(scheduler: Any) -> int:
+    """The most inference steps ``scheduler`` can take: its timesteps must stay inside its training schedule (a
+    DDIM with ``steps_offset=1`` at 1000 steps would index timestep 1000 of 0..999)."""
+    trained = int(scheduler.config.num_train_timesteps)
+    probe = scheduler.__class__.from_config(scheduler.config)
+    for steps in range(trained, 0, -1):
+        try:
+            probe.set_timesteps(steps)
+        except (ValueError, IndexError):
+            continue
+        if len(probe.timesteps) and int(probe.timesteps.max()) < trained:
+            return steps
+    return 1
+
+
 class Generator:
     """A loaded model and face analyzer, ready to generate."""
 
@@ -129,6 +199,42 @@ class Generator:
         self.analyzer = analyzer
         self.pipe = model.pipe
         self.pipe.set_progress_bar_config(disable=True)
+        self._limits: ModelLimits | None = None
+        for tokenizer in self._tokenizers():
+            # transformers warns once per tokenizer that a long prompt "will result in indexing errors"; the
+            # pipeline truncates instead, so that is wrong here: truncation_note() says what is really kept.
+            tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
+
+    def _tokenizers(self) -> list[Any]:
+        return [t for t in (getattr(self.pipe, n, None) for n in ("tokenizer", "tokenizer_2")) if t is not None]
+
+    def truncation_note(self, prompt: str) -> str | None:
+        """A sentence saying how much of ``prompt`` the text encoder reads, when it is too long for it."""
+        tokenizers = self._tokenizers()
+        if not tokenizers:
+            return None
+        tokenizer = tokenizers[0]
+        ids = tokenizer(prompt, truncation=False, verbose=False).input_ids
+        limit = int(tokenizer.model_max_length)
+        if len(ids) <= limit:
+            return None
+        ignored = tokenizer.decode(ids[limit - 1 : -1]).strip()
+        return (
+            f"the prompt has {len(ids) - 2} tokens; the model reads the first {limit - 2} and ignores the rest "
+            f"(from {ignored[:40]!r}): shorten it"
+        )
+
+    @property
+    def limits(self) -> ModelLimits:
+        """The sizes and steps this model and its scheduler accept (read from them, once)."""
+        if self._limits is None:
+            self._limits = model_limits(self.pipe)
+        return self._limits
+
+    def check(self, settings: GenerationSettings) -> None:
+        """Raise :class:`UserInputError` naming the first setting this model cannot take, with the range it can."""
+        settings.check()
+        self.limits.check(settings.steps, settings.height, settings.width)
 
     # -------------------------------------------------------------- identity
     def find_faces(self, image: Any) -> list:
@@ -144,13 +250,13 @@ class Generator:
         """Detect, align and embed one face per photo (``face_indices``: per photo, or one for all; ``None``: the
         largest), then compute the ID tokens once for every image generated with them."""
         if not images:
-            raise ValueError("give at least one reference photo")
+            raise UserInputError("give at least one reference photo")
         if multi_image not in ("concat", "mean"):
-            raise ValueError(f"multi-image mode must be concat or mean, got {multi_image!r}")
+            raise UserInputError(f"multi-image mode must be concat or mean, got {multi_image!r}")
         if face_indices is None or isinstance(face_indices, int):
             face_indices = [face_indices] * len(images)
         if len(face_indices) != len(images):
-            raise ValueError(f"{len(face_indices)} face indices for {len(images)} photos")
+            raise UserInputError(f"{len(face_indices)} face indices for {len(images)} photos")
         pairs = zip(images, face_indices, strict=True)
         crops = [self.analyzer.identity(image, face_index=index) for image, index in pairs]
         embeds = np.stack([np.asarray(c.embedding, dtype=np.float32) for c in crops])
@@ -162,6 +268,7 @@ class Generator:
             crops=[c.clip_crop for c in crops],
             tokens=tokens,
             face_encoder=self.analyzer.info.describe(),
+            face_indices=[0 if index is None else int(index) for index in face_indices],
         )
 
     # -------------------------------------------------------------- images
@@ -173,11 +280,7 @@ class Generator:
         on_step: Callable[[int], None] | None = None,
     ) -> GenerationResult:
         """One image (and, with ``text_stream``, the text stream's image) for ``settings``."""
-        settings.check()
-        factor = self.pipe.vae_scale_factor
-        for name, value in (("height", settings.height), ("width", settings.width)):
-            if value is not None and value % factor:
-                raise ValueError(f"{name} must be a multiple of {factor} for this model, got {value}")
+        self.check(settings)
 
         def callback(pipe, step, timestep, tensors):
             if on_step is not None:
@@ -209,6 +312,7 @@ class Generator:
             "random_weights": self.model.random_weights,
             "face_encoder": identity.face_encoder,
             "references": [os.path.basename(s) for s in identity.sources],
+            "face_indices": identity.face_indices,
         }
         text_image = output.text_images[0] if text_stream else None
         return GenerationResult(image=image, text_image=text_image, settings=settings, metadata=metadata)
@@ -255,13 +359,13 @@ def open_generator(
         analyzer = _face_analyzer(face_backend, face_model, face_model_dir)
     if model is None:
         if adapter is not None or image_encoder is not None:
-            raise ValueError("--adapter and --image-encoder need --model (the base model they belong to)")
+            raise UserInputError("--adapter and --image-encoder need --model (the base model they belong to)")
         if analyzer is None and not miniature_model_available():
             analyzer = _face_analyzer(face_backend, face_model, face_model_dir)
         loaded, face_encoder = resolve_default_model(analyzer.info if analyzer else None, device, torch_dtype)
     else:
         if adapter is None:
-            raise ValueError("--model needs --adapter: an Infinite-ID adapter or an IP-Adapter face file")
+            raise UserInputError("--model needs --adapter: an Infinite-ID adapter or an IP-Adapter face file")
         loaded, face_encoder = load_model(
             model,
             adapter,
@@ -310,7 +414,7 @@ def save_result(result: GenerationResult, out_dir: str | os.PathLike) -> list[Pa
     """Write the identity-stream PNG (and the text stream's beside it) under a fresh number; never overwrites."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"output path {out_dir} is a file, not a folder")
+        raise OutputPathError(f"output path {out_dir} is a file, not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     slug = _SLUG.sub("-", result.settings.full_prompt.lower()).strip("-")[:48].rstrip("-") or "image"
     while True:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import typer
+
+from ..errors import InfiniteIDError, one_line
 
 HELP = """\
 Infinite-ID: put the person from one photo into any scene or style a prompt describes, keeping the face
@@ -24,7 +30,41 @@ base model and an adapter: --model and --adapter (docs/cli.md). Train an adapter
 `eval`, time the pipeline with `bench`. `infinite-id COMMAND --help` explains each command.
 """
 
-app = typer.Typer(
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``Error: message`` on stderr and return the ``typer.Exit`` to raise (exit code 2: bad input)."""
+    typer.secho(f"Error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command so that the project's own errors (:class:`InfiniteIDError`) print as one line and exit 2;
+    any other exception is a bug and keeps its traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except InfiniteIDError as exc:
+            raise fail(one_line(exc)) from exc
+
+    return wrapper
+
+
+class _App(typer.Typer):
+    """A Typer app whose every command goes through :func:`one_line_errors` (one place, not one per command)."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+            register(one_line_errors(func))
+            return func
+
+        return decorator
+
+
+app = _App(
     name="infinite-id",
     help=HELP,
     no_args_is_help=True,

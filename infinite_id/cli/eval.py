@@ -26,7 +26,10 @@ def load_factory(spec: str) -> Any:
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise typer.BadParameter(f"{spec!r}: use python:package.module:callable")
-    factory = getattr(importlib.import_module(module_name), attr)
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise typer.BadParameter(f"{spec!r}: {exc}") from None
     return factory() if callable(factory) else factory
 
 
@@ -137,6 +140,10 @@ def eval_command(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     people = load_identities(identities, class_word)
+    if not report_only:
+        from ..evaluation.runner import check_eval_output
+
+        check_eval_output(output, [identities])  # before any model loads
     references = {i.name: i.images for i in people}
     if report_only:
         settings_path = output / "settings.json"
@@ -147,6 +154,8 @@ def eval_command(
         typer.echo(f"tables: {', '.join(str(p) for p in written['tables'].values())}")
         return
 
+    if seeds < 1:
+        raise typer.BadParameter("use 1 or more", param_hint="--seeds")
     try:
         chosen = resolve_methods(_csv(methods))
         prompt_sets = resolve_prompt_sets(prompts)
@@ -154,11 +163,19 @@ def eval_command(
         raise typer.BadParameter(str(exc)) from exc
     dev, torch_dtype = resolve_device(device, dtype)
 
+    from ..errors import UserInputError, model_loading
     from ..faces import analyzer_for
+    from ..generation import model_limits
     from ..pipelines import InfiniteIDPipeline
 
-    pipe = InfiniteIDPipeline.from_pretrained(model, torch_dtype=torch_dtype)
-    metadata = pipe.load_adapter(adapter, image_encoder=image_encoder)
+    with model_loading(f"the base model {model}"):
+        pipe = InfiniteIDPipeline.from_pretrained(model, torch_dtype=torch_dtype)
+    with model_loading(f"the adapter {adapter}"):
+        metadata = pipe.load_adapter(adapter, image_encoder=image_encoder)
+    try:  # the ranges only the loaded model knows, before any image
+        model_limits(pipe).check(steps, height, width)
+    except UserInputError as exc:
+        raise typer.BadParameter(str(exc)) from None
     pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)
     if adapter_face_encoder == "auto":
@@ -170,8 +187,12 @@ def eval_command(
     if clip_model.startswith("python:"):
         clip = load_factory(clip_model)
     elif clip_model != "none":
-        clip = ClipScorer.from_pretrained(clip_model, device=dev)
-    dino = DinoScorer.from_pretrained(dino_model, device=dev) if dino_model else None
+        with model_loading(f"the CLIP model {clip_model}"):
+            clip = ClipScorer.from_pretrained(clip_model, device=dev)
+    dino = None
+    if dino_model:
+        with model_loading(f"the DINO model {dino_model}"):
+            dino = DinoScorer.from_pretrained(dino_model, device=dev)
     face = _face_metric(face_encoder, metadata.face_encoder.backend)
 
     curve = [m for m in _csv(curve_methods) if m in {c.name for c in chosen}]

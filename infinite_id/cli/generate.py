@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from . import app
+from . import app, fail
 
 EPILOG = """\
 \b
@@ -83,8 +83,9 @@ def read_prompts(prompts: list[str], prompts_file: Path | None) -> list[str]:
     if any(not p for p in collected):
         raise typer.BadParameter("a prompt is empty", param_hint="--prompt")
     if prompts_file is not None:
-        if not prompts_file.is_file():
-            raise typer.BadParameter(f"{prompts_file} does not exist", param_hint="--prompts-file")
+        from ..outputs import check_input_file
+
+        check_input_file(prompts_file, "--prompts-file")
         try:
             lines = prompts_file.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError:
@@ -96,11 +97,6 @@ def read_prompts(prompts: list[str], prompts_file: Path | None) -> list[str]:
     if not collected:
         raise typer.BadParameter("give --prompt TEXT (repeatable) or --prompts-file FILE", param_hint="--prompt")
     return collected
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"Error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
 
 
 @app.command("generate", epilog=EPILOG)
@@ -170,17 +166,18 @@ def generate_command(
     """
     from rich.console import Console
 
+    from ..errors import UserInputError
     from ..generation import ADAIN_CHOICES, SELF_ATTENTION_CHOICES, STYLE_PRESETS, GenerationSettings
+    from ..outputs import check_input_file, check_writable
 
     console = Console(stderr=True)
     # 1. Arguments, all checked before anything is loaded.
     if not ref and embedding is None:
         raise typer.BadParameter("give the person: --ref PHOTO (or --embedding FILE)", param_hint="--ref")
     for path in ref:
-        if not path.is_file():
-            raise typer.BadParameter(f"{path} does not exist or is not a file", param_hint="--ref")
-    if embedding is not None and not embedding.is_file():
-        raise typer.BadParameter(f"{embedding} does not exist", param_hint="--embedding")
+        check_input_file(path, "--ref")
+    if embedding is not None:
+        check_input_file(embedding, "--embedding")
     if embedding is not None and len(ref) > 1:
         raise typer.BadParameter("--embedding describes one photo: give at most one --ref", param_hint="--embedding")
     prompts = read_prompts(prompt, prompts_file)
@@ -200,8 +197,7 @@ def generate_command(
         raise typer.BadParameter(
             f"{face_backend!r}: choose auto, insightface, dlib or mini", param_hint="--face-backend"
         )
-    if out.exists() and not out.is_dir():
-        raise typer.BadParameter(f"{out} is a file, not a folder", param_hint="--out")
+    check_writable(out, "--out")  # before the model loads: a generation is not thrown away at the end
     jobs = [
         GenerationSettings(
             prompt=p, negative_prompt=negative_prompt, style=s, seed=sd, steps=steps, guidance=guidance,
@@ -212,33 +208,39 @@ def generate_command(
     for job in jobs:
         try:
             job.check()
-        except ValueError as exc:
+        except UserInputError as exc:
             raise typer.BadParameter(str(exc)) from None
 
     # 2. Model, face analyzer and the identity (once for all images).
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from ..generation import USER_ERRORS, open_generator, save_result
+    from ..generation import open_generator, save_result
 
-    try:
-        with console.status("loading the model and the face analyzer"):
-            generator = open_generator(
-                model, adapter, image_encoder=image_encoder, face_backend=face_backend, face_model=face_model,
-                face_model_dir=face_model_dir, embedding=str(embedding) if embedding else None, device=device,
-                dtype=dtype,
-            )  # fmt: skip
-        if generator.model.warning:
-            console.print(f"[bold yellow]WARNING:[/] {generator.model.warning}")
-        console.print(f"model: {generator.model.description}; face encoder: {generator.analyzer.info.describe()}")
-        sources = list(ref)
-        if not sources:  # an embedding alone: only families that read no CLIP can do without a photo
-            if getattr(generator.pipe.identity_encoder, "clip_input", "hidden") != "none":
-                raise _fail("this model's identity encoder reads the face photo too: add --ref PHOTO (the face)")
-            from PIL import Image
+    with console.status("loading the model and the face analyzer"):
+        generator = open_generator(
+            model, adapter, image_encoder=image_encoder, face_backend=face_backend, face_model=face_model,
+            face_model_dir=face_model_dir, embedding=str(embedding) if embedding else None, device=device,
+            dtype=dtype,
+        )  # fmt: skip
+    if generator.model.warning:
+        console.print(f"[bold yellow]WARNING:[/] {generator.model.warning}")
+    console.print(f"model: {generator.model.description}; face encoder: {generator.analyzer.info.describe()}")
+    for job in jobs:  # the limits that only the loaded model knows (its native size, its scheduler)
+        try:
+            generator.check(job)
+        except UserInputError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    for text in dict.fromkeys(job.full_prompt for job in jobs):
+        note = generator.truncation_note(text)
+        if note:
+            console.print(f"[bold yellow]WARNING:[/] {note}")
+    sources = list(ref)
+    if not sources:  # an embedding alone: only families that read no CLIP can do without a photo
+        if getattr(generator.pipe.identity_encoder, "clip_input", "hidden") != "none":
+            raise fail("this model's identity encoder reads the face photo too: add --ref PHOTO (the face)")
+        from PIL import Image
 
-            sources = [Image.new("RGB", (224, 224), (128, 128, 128))]
-        identity = generator.identity(sources, face_index, multi_image=multi_image)
-    except USER_ERRORS as exc:
-        raise _fail(str(exc)) from exc
+        sources = [Image.new("RGB", (224, 224), (128, 128, 128))]
+    identity = generator.identity(sources, face_index, multi_image=multi_image)
 
     # 3. Images.
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -249,12 +251,9 @@ def generate_command(
         task = progress.add_task("generating", total=len(jobs) * steps)
         for number, job in enumerate(jobs, 1):
             progress.update(task, description=f"image {number}/{len(jobs)} (seed {job.seed})")
-            try:
-                result = generator.generate(
-                    identity, job, text_stream=also_text_stream, on_step=lambda _: progress.advance(task)
-                )
-            except USER_ERRORS as exc:
-                raise _fail(str(exc)) from exc
+            result = generator.generate(
+                identity, job, text_stream=also_text_stream, on_step=lambda _: progress.advance(task)
+            )
             written += save_result(result, out)
     for path in written:
         typer.echo(str(path))

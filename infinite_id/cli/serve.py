@@ -29,7 +29,7 @@ def serve_command(
     max_steps: int = typer.Option(50, "--max-steps", help="Most denoising steps a visitor may ask for."),
 ) -> None:
     """Start the web UI: upload photos, pick the face, write a prompt, see text and identity streams side by side."""
-    from ..generation import USER_ERRORS, open_generator
+    from ..generation import open_generator
     from ..webui import ServeLimits, build_app, launch
 
     if not 1 <= concurrency <= 64:
@@ -42,14 +42,15 @@ def serve_command(
         raise typer.BadParameter("use 1 to 1000", param_hint="--max-steps")
     if not 0 <= port <= 65535:
         raise typer.BadParameter("use 0 to 65535", param_hint="--port")
-    try:
-        generator = open_generator(
-            model, adapter, image_encoder=image_encoder, face_backend=face_backend, face_model=face_model,
-            face_model_dir=face_model_dir, device=device, dtype=dtype,
-        )  # fmt: skip
-    except USER_ERRORS as exc:
-        typer.secho(f"Error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
+    _check_address(host, port)  # before the model loads: a busy port is not found a minute later
+    generator = open_generator(
+        model, adapter, image_encoder=image_encoder, face_backend=face_backend, face_model=face_model,
+        face_model_dir=face_model_dir, device=device, dtype=dtype,
+    )  # fmt: skip
+    if max_steps > generator.limits.max_steps:
+        raise typer.BadParameter(
+            f"this model's scheduler takes at most {generator.limits.max_steps} steps", param_hint="--max-steps"
+        )
     if generator.model.warning:
         typer.secho(f"WARNING: {generator.model.warning}", fg=typer.colors.YELLOW, err=True)
     limits = ServeLimits(
@@ -57,3 +58,22 @@ def serve_command(
     )
     demo = build_app(generator, limits)
     launch(demo, limits, host=host, port=port, block=True)
+
+
+def _check_address(host: str, port: int) -> None:
+    """Refuse an address this machine cannot listen on (unknown host, port taken or privileged)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        raise typer.BadParameter(f"{host!r} is not an address of this machine", param_hint="--host") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise typer.BadParameter(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --port (0: any free one)",
+                param_hint="--port",
+            ) from None

@@ -25,14 +25,10 @@ def train_command(
 
     Multi-GPU / multi-node: accelerate launch ACCELERATE_OPTIONS -m infinite_id.train CONFIG (docs/training.md).
     """
-    from ..training import ConfigError, load_config, train
+    from ..training import load_config, train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(config, ctx.args)
-    except ConfigError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
+    cfg = load_config(config, ctx.args)
     result = train(cfg)
     if result.adapter_path is not None:
         typer.echo(f"adapter: {result.adapter_path}")
@@ -54,40 +50,42 @@ def train_prepare_command(
     overwrite: bool = typer.Option(False, help="Replace an existing cache."),
 ) -> None:
     """Run the face models once: cache every photo's face embedding and aligned crop; skip and report bad entries."""
-    from ..training.preprocess import prepare_cache
+    from ..outputs import check_output_dir
+    from ..training.preprocess import MAX_CROP_SIZE, MIN_CROP_SIZE, is_cache_dir, prepare_cache, source_paths
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    analyzer = None
-    if backend != "none":
-        from ..faces import get_face_analyzer
+    # Arguments and the output folder first: nothing is loaded for a run that would be refused.
+    if not MIN_CROP_SIZE <= crop_size <= MAX_CROP_SIZE:
+        raise typer.BadParameter(f"use {MIN_CROP_SIZE} to {MAX_CROP_SIZE} pixels", param_hint="--crop-size")
+    from ..faces.factory import BACKENDS
 
-        analyzer = get_face_analyzer(backend, **({"model": model} if model else {}))
+    if backend not in ("auto", "none", *BACKENDS):
+        raise typer.BadParameter(f"{backend!r}: choose auto, none, {', '.join(BACKENDS)}", param_hint="--backend")
+    if backend == "none" and not precomputed_encoder:
+        raise typer.BadParameter("--backend none needs --precomputed-encoder BACKEND/MODEL")
+    if precomputed_encoder and "/" not in precomputed_encoder:
+        raise typer.BadParameter("use BACKEND/MODEL, e.g. world/renderer", param_hint="--precomputed-encoder")
+    inputs = source_paths(source)
+    check_output_dir(out, what="--out", command="infinite-id train-prepare", is_own=is_cache_dir, inputs=inputs,
+                     overwrite=overwrite)  # fmt: skip
     face_encoder = None
     if precomputed_encoder:
         from ..faces.base import FaceEncoderInfo
 
-        if "/" not in precomputed_encoder:
-            raise typer.BadParameter("use BACKEND/MODEL, e.g. world/renderer", param_hint="--precomputed-encoder")
         name, model_name = precomputed_encoder.split("/", 1)
         dim = _first_embedding_dim(source)
         if dim is None:
             raise typer.BadParameter(f"{source} lists no precomputed embedding", param_hint="--precomputed-encoder")
         face_encoder = FaceEncoderInfo(name, model_name, dim)
-    if analyzer is None and face_encoder is None:
-        raise typer.BadParameter("--backend none needs --precomputed-encoder BACKEND/MODEL")
-    try:
-        report = prepare_cache(
-            source,
-            out,
-            analyzer=analyzer,
-            face_encoder=face_encoder,
-            crop_size=crop_size,
-            overwrite=overwrite,
-            progress=True,
-        )
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
+    analyzer = None
+    if backend != "none":
+        from ..faces import get_face_analyzer
+
+        analyzer = get_face_analyzer(backend, **({"model": model} if model else {}))
+    report = prepare_cache(
+        source, out, analyzer=analyzer, face_encoder=face_encoder, crop_size=crop_size, overwrite=overwrite,
+        progress=True,
+    )  # fmt: skip
     typer.echo(report.summary())
 
 
@@ -103,11 +101,9 @@ def train_shards_command(
     from ..training.shards import write_shards
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        report = write_shards(cache, out, shard_size=shard_size, seed=seed, overwrite=overwrite, progress=True)
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
+    if shard_size < 1:
+        raise typer.BadParameter("use 1 or more photos per shard", param_hint="--shard-size")
+    report = write_shards(cache, out, shard_size=shard_size, seed=seed, overwrite=overwrite, progress=True)
     typer.echo(report.summary())
 
 
@@ -121,6 +117,6 @@ def _first_embedding_dim(source: Path) -> int | None:
         if entry.embedding is not None and not entry.problem:
             try:
                 return int(np.asarray(_check_embedding(entry.embedding, entry.where)).shape[0])
-            except (OSError, ValueError):
+            except (OSError, ValueError):  # that entry is skipped (and reported) by prepare_cache itself
                 continue
     return None

@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..errors import UserInputError
+
 __all__ = ["DEFAULT_METHODS", "METHODS", "Method", "resolve_methods"]
 
 
@@ -107,9 +109,9 @@ def resolve_methods(names: Iterable[str] | None) -> list[Method]:
         if not name:
             continue
         if name not in METHODS:
-            raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+            raise UserInputError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
         if METHODS[name] not in out:
             out.append(METHODS[name])
     if not out:
-        raise ValueError("no method to evaluate")
+        raise UserInputError("no method to evaluate")
     return out

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import UserInputError
+
 __all__ = [
     "ClipScorer",
     "DinoScorer",
@@ -253,7 +255,7 @@ class FaceEmbedder(Protocol):
     def embed(self, image: Any, face: Any) -> np.ndarray: ...
 
 
-class NoReferenceFaceError(ValueError):
+class NoReferenceFaceError(UserInputError):
     """A reference photo has no detectable face for the evaluation's face encoder."""
 
 

@@ -14,6 +14,8 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import MissingInputError, UserInputError
+
 __all__ = ["BUILTIN_PROMPT_SETS", "PromptSet", "load_prompt_file", "resolve_prompt_sets"]
 
 CLASS_WORD = "class_word"
@@ -28,9 +30,9 @@ class PromptSet:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
-            raise ValueError(f"prompt set name {self.name!r} must be letters, digits, '_', '-' or '.'")
+            raise UserInputError(f"prompt set name {self.name!r} must be letters, digits, '_', '-' or '.'")
         if not self.templates:
-            raise ValueError(f"prompt set {self.name!r} is empty")
+            raise UserInputError(f"prompt set {self.name!r} is empty")
         for template in self.templates:
             _check_template(template, self.name)
 
@@ -47,14 +49,14 @@ class PromptSet:
 
 def _check_template(template: str, source: str) -> None:
     if not template.strip():
-        raise ValueError(f"{source}: empty prompt")
+        raise UserInputError(f"{source}: empty prompt")
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
-        raise ValueError(f"{source}: prompt {template!r} has unbalanced braces ({exc})") from exc
+        raise UserInputError(f"{source}: prompt {template!r} has unbalanced braces ({exc})") from exc
     unknown = [f for f in fields if f != CLASS_WORD]
     if unknown:
-        raise ValueError(
+        raise UserInputError(
             f"{source}: prompt {template!r} has unknown slot(s) {unknown}; the only slot is {{{CLASS_WORD}}}"
         )
 
@@ -95,24 +97,24 @@ def load_prompt_file(path: str | Path) -> list[PromptSet]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"prompt file {path} does not exist")
+        raise MissingInputError(f"prompt file {path} does not exist")
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem) or "prompts"
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+            raise UserInputError(f"{path} is not valid JSON: {exc}") from exc
         if isinstance(data, list):
             data = {name: data}
         if not isinstance(data, dict) or not all(
             isinstance(v, list) and all(isinstance(p, str) for p in v) for v in data.values()
         ):
-            raise ValueError(f"{path}: expected a list of prompts or an object of named prompt lists")
+            raise UserInputError(f"{path}: expected a list of prompts or an object of named prompt lists")
         return [PromptSet(str(k), tuple(v)) for k, v in data.items()]
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     prompts = tuple(line for line in lines if line and not line.startswith("#"))
     if not prompts:
-        raise ValueError(f"{path} holds no prompts")
+        raise UserInputError(f"{path} holds no prompts")
     return [PromptSet(name, prompts)]
 
 
@@ -127,11 +129,11 @@ def resolve_prompt_sets(specs: list[str]) -> list[PromptSet]:
         elif Path(spec).exists():
             sets += load_prompt_file(spec)
         else:
-            raise ValueError(
+            raise UserInputError(
                 f"unknown prompt set {spec!r}: use {', '.join([*BUILTIN_PROMPT_SETS, 'paper'])} or a .txt/.json file"
             )
     names = [s.name for s in sets]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"prompt set names must be unique, got {duplicates} more than once")
+        raise UserInputError(f"prompt set names must be unique, got {duplicates} more than once")
     return sets

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ..errors import InfiniteIDError, MissingInputError, UserInputError
+from ..outputs import check_output_dir
 from .methods import Method
 from .metrics import ClipScorer, DinoScorer, FaceSimilarity
 from .prompts import PromptSet
@@ -37,6 +39,7 @@ __all__ = [
     "EvaluationRunner",
     "Identity",
     "ResumeMismatchError",
+    "check_eval_output",
     "load_identities",
     "read_records",
     "record_key",
@@ -51,7 +54,7 @@ RECORDS_FILE = "records.jsonl"
 VOLATILE_SETTINGS = ("device", "dtype", "started", "version")
 
 
-class ResumeMismatchError(RuntimeError):
+class ResumeMismatchError(InfiniteIDError, RuntimeError):
     """The output folder holds results made with other settings."""
 
 
@@ -73,13 +76,13 @@ def load_identities(folder: str | Path, class_word: str = "person") -> list[Iden
     ``{"name": {"class_word": "woman"}}``; others get ``class_word``."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"identity folder {folder} does not exist")
+        raise MissingInputError(f"identity folder {folder} does not exist")
     words: dict[str, str] = {}
     meta = folder / "identities.json"
     if meta.is_file():
         data = json.loads(meta.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
-            raise ValueError(f"{meta} must map identity names to class words")
+            raise UserInputError(f"{meta} must map identity names to class words")
         words = {k: (v["class_word"] if isinstance(v, dict) else str(v)) for k, v in data.items()}
     identities = []
     for entry in sorted(folder.iterdir()):
@@ -92,9 +95,9 @@ def load_identities(folder: str | Path, class_word: str = "person") -> list[Iden
     names = [i.name for i in identities]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"identity names must be unique in {folder}: {duplicates}")
+        raise UserInputError(f"identity names must be unique in {folder}: {duplicates}")
     if not identities:
-        raise ValueError(f"no reference photos ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+        raise UserInputError(f"no reference photos ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     unknown = sorted(set(words) - set(names))
     if unknown:
         logger.warning("identities.json names %s, which have no photos in %s", unknown, folder)
@@ -156,7 +159,7 @@ def read_records(path: str | Path, repair: bool = False) -> list[dict[str, Any]]
                     with open(path, "r+b") as fh:
                         fh.truncate(good_bytes)
                 break
-            raise ValueError(f"{path}: line {i + 1} is corrupt ({exc}); fix or delete it to resume") from exc
+            raise UserInputError(f"{path}: line {i + 1} is corrupt ({exc}); fix or delete it to resume") from exc
         good_bytes += len(line) + 1
     return records
 
@@ -195,6 +198,22 @@ class _Job:
     def image_path(self) -> Path:
         name = f"{self.prompt_set}-{self.prompt_index}-s{self.seed}-x{self.scale:g}.png"
         return Path("images", self.method.name, self.identity.name, name)
+
+
+def is_eval_output(folder: Path) -> bool:
+    """True when ``folder`` holds an evaluation (its ``settings.json`` is one), which a rerun resumes."""
+    try:
+        data = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"methods", "seeds", "model"} <= set(data)
+
+
+def check_eval_output(output: str | Path, inputs: Sequence[str | Path] = ()) -> None:
+    """Refuse an output folder that is not new, empty or an earlier evaluation (resumed, never wiped)."""
+    check_output_dir(
+        output, what="--output", command="infinite-id eval", is_own=is_eval_output, inputs=inputs, overwrite=None
+    )
 
 
 class EvaluationRunner:
@@ -241,7 +260,7 @@ class EvaluationRunner:
             settings.dino_model = dino.describe()
         unknown_curve = set(settings.curve_methods) - {m.name for m in self.methods}
         if unknown_curve:
-            raise ValueError(f"curve methods {sorted(unknown_curve)} are not among the evaluated methods")
+            raise UserInputError(f"curve methods {sorted(unknown_curve)} are not among the evaluated methods")
 
     # ------------------------------------------------------------------ settings and resume
     def full_settings(self) -> dict[str, Any]:
@@ -256,6 +275,7 @@ class EvaluationRunner:
         return self.output_dir / RECORDS_FILE
 
     def _prepare_output(self) -> None:
+        check_eval_output(self.output_dir, [p for i in self.identities for p in i.images])
         self.output_dir.mkdir(parents=True, exist_ok=True)
         settings = self.full_settings()
         path = self.output_dir / SETTINGS_FILE

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from .errors import FaceError
+
 #: The standard ArcFace 5-point template in a 112 x 112 crop: left eye, right eye, nose tip, left and right
 #: mouth corner (image left/right). Scaled linearly for other crop sizes.
 ARCFACE_TEMPLATE_112 = np.array(
@@ -40,9 +42,9 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     if src.shape != dst.shape or len(src) < 2:
         raise ValueError(f"Need matching point sets of at least two points, got {src.shape} and {dst.shape}.")
     if not (np.all(np.isfinite(src)) and np.all(np.isfinite(dst))):
-        raise ValueError("Keypoints hold NaN or infinite values.")
+        raise FaceError("Keypoints hold NaN or infinite values.")
     if np.ptp(src, axis=0).max() < 1e-6:
-        raise ValueError("Keypoints are all at the same place; cannot align the face.")
+        raise FaceError("Keypoints are all at the same place; cannot align the face.")
     n = len(src)
     design = np.zeros((2 * n, 4))
     design[0::2] = np.column_stack([src[:, 0], -src[:, 1], np.ones(n), np.zeros(n)])

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..errors import UserInputError
 from .alignment import align_face
-from .errors import FaceIndexError, FaceTooSmallError, NoFaceError
+from .errors import FaceError, FaceIndexError, FaceTooSmallError, NoFaceError
 from .image_io import DEFAULT_MAX_SIDE, load_image, source_name
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class FaceEncoderInfo:
     def from_dict(cls, data: dict[str, Any]) -> FaceEncoderInfo:
         missing = {"backend", "model", "dim"} - set(data)
         if missing:
-            raise ValueError(f"Face encoder description {data!r} lacks {sorted(missing)}.")
+            raise UserInputError(f"Face encoder description {data!r} lacks {sorted(missing)}.")
         return cls(backend=str(data["backend"]), model=str(data["model"]), dim=int(data["dim"]))
 
     def describe(self) -> str:
@@ -68,12 +69,12 @@ def check_compatible(
         f"the adapter was trained with {adapter_info.describe()}, but the face analyzer is {analyzer_info.describe()}"
     )
     if adapter_info.dim != analyzer_info.dim or adapter_info.backend != analyzer_info.backend:
-        raise ValueError(
+        raise UserInputError(
             f"Face encoder mismatch: {both}. Load the analyzer the adapter expects, e.g. "
             f"get_face_analyzer({adapter_info.backend!r}, model={adapter_info.model!r})."
         )
     if not allow_model_mismatch:
-        raise ValueError(
+        raise UserInputError(
             f"Face encoder model mismatch: {both}. Different recognition models do not share an embedding space; "
             f"use model={adapter_info.model!r}, or pass allow_model_mismatch=True if they are the same network."
         )
@@ -149,10 +150,10 @@ def normalize_embedding(vector: np.ndarray, source: str = "embedding") -> np.nda
     """Return ``vector`` as a float32 (dim,) array of unit length; refuse empty, non-finite or zero vectors."""
     array = np.asarray(vector, dtype=np.float64).reshape(-1)
     if array.size == 0 or not np.all(np.isfinite(array)):
-        raise ValueError(f"The face embedding from {source} is empty or holds NaN/inf values.")
+        raise FaceError(f"The face embedding from {source} is empty or holds NaN/inf values.")
     norm = np.linalg.norm(array)
     if norm < 1e-12:
-        raise ValueError(f"The face embedding from {source} is all zeros.")
+        raise FaceError(f"The face embedding from {source} is all zeros.")
     return (array / norm).astype(np.float32)
 
 

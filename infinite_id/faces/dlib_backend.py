@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import UserInputError
 from .alignment import ARCFACE_TEMPLATE_112, apply_transform, estimate_similarity
 from .base import DetectedFace, FaceAnalyzer, FaceEncoderInfo
 from .errors import BackendUnavailableError
@@ -86,7 +87,7 @@ class DlibFaceAnalyzer(FaceAnalyzer):
     ) -> None:
         super().__init__(min_face_size=min_face_size, max_side=max_side)
         if detector not in ("hog", "cnn"):
-            raise ValueError(f"Unknown dlib detector {detector!r}; use 'hog' or 'cnn'.")
+            raise UserInputError(f"Unknown dlib detector {detector!r}; use 'hog' or 'cnn'.")
         try:
             import dlib
         except ImportError as exc:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import InfiniteIDError, UserInputError
 
-class FaceError(ValueError):
+
+class FaceError(UserInputError):
     """Base class of every face-related input error (a ``ValueError``, so callers may catch either)."""
 
 
@@ -23,5 +25,5 @@ class FaceTooSmallError(FaceError):
     """The chosen face is too small to give a reliable identity embedding."""
 
 
-class BackendUnavailableError(ImportError):
+class BackendUnavailableError(InfiniteIDError, ImportError):
     """A face backend cannot run here: its package or its model files are missing. The message says what to do."""

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..errors import UserInputError
 from .base import DEFAULT_CLIP_CROP_SIZE, FaceAnalyzer, FaceEncoderInfo, IdentityCrop
 from .errors import BackendUnavailableError
 
@@ -52,7 +53,7 @@ def get_face_analyzer(backend: str = "auto", **kwargs: Any) -> FaceAnalyzer:
     if backend == "auto":
         unsupported = set(kwargs) - {"min_face_size", "max_side"}
         if unsupported:
-            raise ValueError(f"Options {sorted(unsupported)} belong to one backend: name it instead of 'auto'.")
+            raise UserInputError(f"Options {sorted(unsupported)} belong to one backend: name it instead of 'auto'.")
         reasons = []
         for name in AUTO_ORDER:
             try:
@@ -63,7 +64,7 @@ def get_face_analyzer(backend: str = "auto", **kwargs: Any) -> FaceAnalyzer:
         raise BackendUnavailableError(
             "No face backend can run here. Install one: pip install 'infinite-id[faces]'.\n" + "\n".join(reasons)
         )
-    raise ValueError(f"Unknown face backend {backend!r}; choose one of {', '.join(('auto',) + BACKENDS)}.")
+    raise UserInputError(f"Unknown face backend {backend!r}; choose one of {', '.join(('auto',) + BACKENDS)}.")
 
 
 def analyzer_for(info: FaceEncoderInfo, **kwargs: Any) -> FaceAnalyzer:
@@ -107,7 +108,7 @@ def prepare_identity(
         from .precomputed import PrecomputedFaceEncoder
 
         if clip_image is None:
-            raise ValueError("A precomputed face embedding needs clip_image=, the face photo for the CLIP branch.")
+            raise UserInputError("A precomputed face embedding needs clip_image=, the face photo for the CLIP branch.")
         if info is None and analyzer is not None and not isinstance(analyzer, PrecomputedFaceEncoder):
             info = analyzer.info
         encoder = PrecomputedFaceEncoder(source, info=info)

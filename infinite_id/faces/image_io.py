@@ -6,7 +6,8 @@ Rules (documented in docs/faces.md and tested in tests/faces/test_image_io.py):
 - Transparency (RGBA, LA, palette with transparency) is composited over white; grayscale, palette, CMYK,
   YCbCr and 1-bit images are converted to RGB; 16- and 32-bit integer and float images are rescaled to 8 bits
   from their bit depth (not clipped). Multi-frame files (GIF, TIFF) use their first frame.
-- Images with more than ``max_pixels`` pixels are refused before they are decoded (decompression bombs); images
+- Images with more than ``max_pixels`` pixels, or whose decoding and conversion to RGB would take more than
+  ``max_bytes`` of memory (estimated from the header), are refused before they are decoded; images
   whose long side exceeds ``max_side`` are downscaled to it (JPEGs decode at reduced size directly). Face
   coordinates then refer to the downscaled image.
 - Images smaller than ``min_side`` on either side are refused: no detector can find a face in them.
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from ..errors import MissingInputError
 from .errors import InvalidImageError
 
 #: Long-side cap when loading; detectors work at <= 640 px and the CLIP crop is 224 px, so 2048 loses nothing.
@@ -32,6 +34,9 @@ DEFAULT_MAX_SIDE = 2048
 DEFAULT_MAX_PIXELS = 256_000_000
 #: Refuse images smaller than this on either side.
 DEFAULT_MIN_SIDE = 16
+#: Refuse images whose decoding would take more memory than this (estimated from the header, before decoding):
+#: a pixel limit alone lets a 13000 x 13000 RGBA PNG of 657 kB through, which takes 2 GB to decode and convert.
+DEFAULT_MAX_DECODED_BYTES = 2 * 1024**3
 
 
 def source_name(source: Any) -> str:
@@ -51,6 +56,7 @@ def load_image(
     max_side: int | None = DEFAULT_MAX_SIDE,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int = DEFAULT_MIN_SIDE,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
 ) -> Image.Image:
     """Load a photo as an RGB image with EXIF orientation applied; see the module docstring for the rules.
 
@@ -64,9 +70,9 @@ def load_image(
     elif isinstance(source, Image.Image):
         image = source
         _check_pixels(image, name, max_pixels)
-        image = _decode(image, name, None)
+        image = _decode(image, name, None, max_bytes)
     elif isinstance(source, (str, Path, bytes)):
-        image = _open(source, name, max_pixels, max_side)
+        image = _open(source, name, max_pixels, max_side, max_bytes)
     else:
         raise InvalidImageError(
             f"Cannot read an image from {name}: pass a file path, a PIL image or an H x W x C numpy array."
@@ -84,15 +90,17 @@ def load_image(
     return image
 
 
-def _open(source: str | Path | bytes, name: str, max_pixels: int, max_side: int | None) -> Image.Image:
+def _open(source: str | Path | bytes, name: str, max_pixels: int, max_side: int | None, max_bytes: int) -> Image.Image:
     if isinstance(source, bytes):
         stream: Any = io.BytesIO(source)
     else:
         path = Path(source).expanduser()
+        if str(source).startswith(("http:/", "https:/")):
+            raise InvalidImageError(f"{name} is a URL; images are read from local files only: download it first.")
         if not path.exists():
-            raise FileNotFoundError(f"Image file not found: {name}")
+            raise MissingInputError(f"Image file not found: {name}")
         if path.is_dir():
-            raise InvalidImageError(f"{name} is a directory, not an image file.")
+            raise InvalidImageError(f"{name} is a folder, not an image file.")
         stream = path
     try:
         with warnings.catch_warnings():
@@ -106,7 +114,7 @@ def _open(source: str | Path | bytes, name: str, max_pixels: int, max_side: int 
     except OSError as exc:
         raise InvalidImageError(f"Cannot read {name}: {exc}") from exc
     _check_pixels(image, name, max_pixels)
-    return _decode(image, name, max_side)
+    return _decode(image, name, max_side, max_bytes)
 
 
 def _check_pixels(image: Image.Image, name: str, max_pixels: int) -> None:
@@ -118,20 +126,46 @@ def _check_pixels(image: Image.Image, name: str, max_pixels: int) -> None:
         )
 
 
-def _decode(image: Image.Image, name: str, max_side: int | None) -> Image.Image:
-    """Fully decode the (first frame of the) image now, so corrupt or truncated data fails here, clearly."""
+#: Bytes per pixel of a decoded PIL image, by mode (the rest: one byte per band).
+_MODE_BYTES = {"1": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I": 4, "F": 4, "RGB": 4, "RGBX": 4}
+
+
+def decoded_bytes(mode: str, size: tuple[int, int]) -> int:
+    """Memory that decoding an image of ``mode`` and ``size`` and converting it to RGB takes at its peak: the
+    decoded pixels, plus (transparency) an RGBA copy, a white background and their composite, plus the RGB result."""
+    pixels = size[0] * size[1]
+    decoded = pixels * _MODE_BYTES.get(mode, len(mode) if mode.isalpha() else 4)
+    alpha = 3 * 4 * pixels if ("A" in mode or mode in ("P", "PA")) else 0
+    return decoded + alpha + 4 * pixels  # PIL keeps RGB in 4 bytes per pixel
+
+
+def _check_memory(image: Image.Image, name: str, max_bytes: int) -> None:
+    need = decoded_bytes(image.mode, image.size)
+    if need > max_bytes:
+        raise InvalidImageError(
+            f"{name} is {image.width}x{image.height} px ({image.mode}): decoding it would take about "
+            f"{need / 2**20:.0f} MiB, more than the {max_bytes / 2**20:.0f} MiB limit. Downscale it first."
+        )
+
+
+def _decode(image: Image.Image, name: str, max_side: int | None, max_bytes: int) -> Image.Image:
+    """Fully decode the (first frame of the) image now, so corrupt or truncated data fails here, clearly; refuse
+    first what would not fit in ``max_bytes``."""
     try:
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
         if max_side is not None and image.format == "JPEG" and max(image.size) > 2 * max_side:
             # Let libjpeg decode at 1/2, 1/4 or 1/8 scale directly: huge JPEGs then cost a fraction of the memory.
             image.draft(image.mode, (max_side, max_side))
+        _check_memory(image, name, max_bytes)
         previous = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         try:
             image.load()
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = previous
+    except InvalidImageError:
+        raise
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImageError(f"{name} is corrupt or truncated: {exc}") from exc
     return image

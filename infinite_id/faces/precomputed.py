@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import MissingInputError, UserInputError
 from .alignment import ARCFACE_TEMPLATE_112
 from .base import DetectedFace, FaceAnalyzer, FaceEncoderInfo, ImageInput, normalize_embedding
 from .errors import FaceIndexError
@@ -34,25 +35,27 @@ def load_embeddings(source: str | os.PathLike | np.ndarray) -> tuple[np.ndarray,
         path = Path(source).expanduser()
         name = str(source)
         if not path.is_file():
-            raise FileNotFoundError(f"Embedding file not found: {name}")
+            raise MissingInputError(f"Embedding file not found: {name}")
         suffix = path.suffix.lower()
         if suffix == ".npy":
             try:
                 array = np.load(path, allow_pickle=False)
             except (ValueError, OSError, EOFError) as exc:
-                raise ValueError(f"{name} is not a readable .npy array (pickled files are refused): {exc}") from exc
+                raise UserInputError(
+                    f"{name} is not a readable .npy array (pickled files are refused): {exc}"
+                ) from exc
             metadata = {}
         elif suffix == ".safetensors":
             array, metadata = _read_safetensors(path, name)
         else:
-            raise ValueError(f"{name}: precomputed embeddings must be a .npy or .safetensors file.")
+            raise UserInputError(f"{name}: precomputed embeddings must be a .npy or .safetensors file.")
     array = np.asarray(array)
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise ValueError(f"{name} holds {array.dtype} values, not an embedding.")
+        raise UserInputError(f"{name} holds {array.dtype} values, not an embedding.")
     if array.ndim == 1:
         array = array[None, :]
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] < 2:
-        raise ValueError(f"{name} has shape {array.shape}; expected (dim,) or (N, dim) embeddings.")
+        raise UserInputError(f"{name} has shape {array.shape}; expected (dim,) or (N, dim) embeddings.")
     return array.astype(np.float32), metadata, name
 
 
@@ -68,10 +71,10 @@ def _read_safetensors(path: Path, name: str) -> tuple[np.ndarray, dict[str, str]
             elif len(keys) == 1:
                 key = keys[0]
             else:
-                raise ValueError(f"{name} holds tensors {keys}; name the embedding tensor {EMBEDDING_KEY!r}.")
+                raise UserInputError(f"{name} holds tensors {keys}; name the embedding tensor {EMBEDDING_KEY!r}.")
             return handle.get_tensor(key), metadata
     except SafetensorError as exc:
-        raise ValueError(f"{name} is not a valid safetensors file: {exc}") from exc
+        raise UserInputError(f"{name} is not a valid safetensors file: {exc}") from exc
 
 
 def save_embeddings(path: str | os.PathLike, embeddings: np.ndarray, info: FaceEncoderInfo) -> None:
@@ -80,7 +83,7 @@ def save_embeddings(path: str | os.PathLike, embeddings: np.ndarray, info: FaceE
 
     array = np.ascontiguousarray(np.asarray(embeddings, dtype=np.float32))
     if array.shape[-1] != info.dim:
-        raise ValueError(f"Embeddings of shape {array.shape} do not match {info.describe()}.")
+        raise UserInputError(f"Embeddings of shape {array.shape} do not match {info.describe()}.")
     metadata = {"backend": info.backend, "model": info.model, "dim": str(info.dim)}
     save_file({EMBEDDING_KEY: array}, str(path), metadata=metadata)
 
@@ -112,7 +115,7 @@ class PrecomputedFaceEncoder(FaceAnalyzer):
                 backend=metadata.get("backend", self.backend_name), model=metadata.get("model", UNKNOWN), dim=dim
             )
         elif info.dim != dim:
-            raise ValueError(f"{self.source} holds {dim}-d embeddings but info says {info.describe()}.")
+            raise UserInputError(f"{self.source} holds {dim}-d embeddings but info says {info.describe()}.")
         self._info = info
         for row in range(len(self.embeddings)):
             normalize_embedding(self.embeddings[row], f"{self.source} row {row}")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import UserInputError
 from .alignment import apply_transform, estimate_similarity
 from .base import DEFAULT_CLIP_CROP_SIZE, DetectedFace, FaceAnalyzer, FaceEncoderInfo, IdentityCrop, ImageInput
 from .errors import BackendUnavailableError
@@ -74,9 +75,9 @@ class MiniFaceAnalyzer(FaceAnalyzer):
     ) -> None:
         super().__init__(min_face_size=min_face_size, max_side=max_side)
         if encoder not in ENCODER_STAGES:
-            raise ValueError(f"Unknown mini face encoder {encoder!r}; choose one of {', '.join(ENCODER_STAGES)}.")
+            raise UserInputError(f"Unknown mini face encoder {encoder!r}; choose one of {', '.join(ENCODER_STAGES)}.")
         if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold is a probability in (0, 1), got {threshold}")
+            raise UserInputError(f"threshold is a probability in (0, 1), got {threshold}")
         try:
             from ..world.face_model import MiniFaceEncoder
             from ..world.landmarks import LandmarkDetector

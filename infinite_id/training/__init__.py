@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m infinite_id.train CONFIG [--section.key=value ...]``."""
     import argparse
     import logging
+    import sys
 
     parser = argparse.ArgumentParser(
         prog="python -m infinite_id.train",
@@ -43,11 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="training config (.yaml or .toml), see configs/")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..errors import InfiniteIDError, one_line
+
     try:
         config = load_config(args.config, overrides)
-    except ConfigError as exc:
-        parser.error(str(exc))
-    result = train(config)
+        result = train(config)
+    except InfiniteIDError as exc:  # what the user can fix: one line, as `infinite-id train` prints it
+        print(f"Error: {one_line(exc)}", file=sys.stderr)
+        return 2
     if result.adapter_path is not None:
         print(f"adapter: {result.adapter_path}")
     return 0

@@ -17,6 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..errors import MissingInputError, OutputPathError
+
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
@@ -41,7 +43,7 @@ def list_checkpoints(root: str | Path) -> list[Path]:
 def read_trainer_state(checkpoint: str | Path) -> dict[str, Any]:
     path = Path(checkpoint) / STATE_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{checkpoint} is not a complete checkpoint (no {STATE_FILE})")
+        raise MissingInputError(f"{checkpoint} is not a complete checkpoint (no {STATE_FILE})")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -51,14 +53,14 @@ def find_resume_checkpoint(output_dir: str | Path, resume: str | None) -> Path |
     existing = list_checkpoints(root)
     if resume is None:
         if existing:
-            raise FileExistsError(
+            raise OutputPathError(
                 f"{root} already holds checkpoints (newest {existing[-1].name}); resume with output.resume=auto, "
                 "or choose another output.dir"
             )
         return None
     if resume in ("auto", "latest"):
         if not existing and resume == "latest":
-            raise FileNotFoundError(f"output.resume=latest but {root} holds no complete checkpoint")
+            raise MissingInputError(f"output.resume=latest but {root} holds no complete checkpoint")
         return existing[-1] if existing else None
     path = Path(resume)
     read_trainer_state(path)  # raises when incomplete

@@ -8,9 +8,11 @@ reference.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from collections.abc import Iterable
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from ..errors import UserInputError
 
 TrainingMode = Literal["identity-enhanced", "joint"]
 
@@ -37,7 +41,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError):
     """A training configuration that cannot be used (unknown key, wrong type, bad value)."""
 
 
@@ -248,14 +252,15 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where} must be an integer, got {value!r}")
     if hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads "1e-4" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where} must be a number, got {value!r}")
+            number = float(value)
+        elif isinstance(value, str):  # YAML reads "1e-4" as a string
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None or not math.isfinite(number):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        return number
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

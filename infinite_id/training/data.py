@@ -30,6 +30,7 @@ import torch
 from PIL import Image, ImageOps
 from safetensors.torch import load_file
 
+from ..errors import MissingInputError, UserInputError
 from .config import TrainingMode
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def iter_source(source: str | Path) -> Iterator[SourceEntry]:
     elif source.is_file() and source.suffix in (".jsonl", ".json"):
         yield from _iter_manifest(source)
     else:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{source} is neither a folder of identity folders nor a .jsonl manifest; see docs/training.md"
         )
 
@@ -153,14 +154,14 @@ class TrainCache:
         root = Path(root)
         meta_file = root / "cache.json"
         if not meta_file.is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{root} is not a training cache (no cache.json): run `infinite-id train-prepare SOURCE --out {root}`"
             )
         info = json.loads(meta_file.read_text(encoding="utf-8"))
         if info.get("format") != CACHE_FORMAT:
-            raise ValueError(f"{meta_file} is not an Infinite-ID training cache")
+            raise UserInputError(f"{meta_file} is not an Infinite-ID training cache")
         if int(info.get("version", 0)) > CACHE_VERSION:
-            raise ValueError(f"{root}: cache version {info['version']} is newer than this library; upgrade")
+            raise UserInputError(f"{root}: cache version {info['version']} is newer than this library; upgrade")
         entries = []
         with (root / "entries.jsonl").open(encoding="utf-8") as f:
             for line in f:
@@ -168,9 +169,11 @@ class TrainCache:
                     entries.append(CacheEntry(**json.loads(line)))
         face_embeds = load_file(str(root / "embeddings.safetensors"))["face_embeds"]
         if face_embeds.shape[0] != len(entries):
-            raise ValueError(f"{root}: {len(entries)} entries but {face_embeds.shape[0]} embeddings (damaged cache)")
+            raise UserInputError(
+                f"{root}: {len(entries)} entries but {face_embeds.shape[0]} embeddings (damaged cache)"
+            )
         if not entries:
-            raise ValueError(f"{root} holds no usable photos; see {root / 'skipped.jsonl'}")
+            raise UserInputError(f"{root} holds no usable photos; see {root / 'skipped.jsonl'}")
         return cls(root=root, entries=entries, face_embeds=face_embeds, info=info)
 
     @property

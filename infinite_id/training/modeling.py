@@ -19,6 +19,7 @@ from torch import nn
 
 from ..adapter import load_adapter_file, load_state_strict
 from ..attention_processors import InfiniteIDAttentionState, cross_attention_processors, processor_module_list
+from ..errors import load_failures, model_loading
 from ..models.projectors import IdentityProjectionConfig
 from .config import ConfigError, TrainConfig
 
@@ -105,7 +106,7 @@ def _load_image_encoder(config: TrainConfig):
     try:
         kwargs = {"subfolder": subfolder} if subfolder else {}
         image_encoder = CLIPVisionModelWithProjection.from_pretrained(source, **kwargs, **hub)
-    except OSError as exc:
+    except load_failures() as exc:
         raise ConfigError(
             f"cannot load the CLIP image encoder from {source}"
             + (f" (subfolder {subfolder})" if subfolder else "")
@@ -140,25 +141,24 @@ def load_components(config: TrainConfig, face_encoder, weight_dtype: torch.dtype
     m = config.model
     hub = {k: v for k, v in {"revision": m.revision, "variant": m.variant}.items() if v}
     image_encoder, feature_extractor = _load_image_encoder(config)
-    try:
+    with model_loading(f"the base model model.pretrained={m.pretrained}"):
         pipe_cls = InfiniteIDPipeline.pipeline_class_for(m.pretrained, **hub)
-    except OSError as exc:
-        raise ConfigError(f"cannot read the base model {m.pretrained}: {exc}") from exc
     extra = (
         {"safety_checker": None, "requires_safety_checker": False}
         if (pipe_cls is InfiniteIDStableDiffusionPipeline)
         else {}
     )
-    pipe = pipe_cls.from_pretrained(
-        m.pretrained,
-        image_encoder=image_encoder,
-        feature_extractor=feature_extractor,
-        dtype=weight_dtype,
-        **extra,
-        **hub,
-    )
+    with model_loading(f"the base model model.pretrained={m.pretrained}"):
+        pipe = pipe_cls.from_pretrained(
+            m.pretrained,
+            image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
+            dtype=weight_dtype,
+            **extra,
+            **hub,
+        )
+        noise_scheduler = DDPMScheduler.from_pretrained(m.pretrained, subfolder="scheduler", **hub)
     pipe.set_progress_bar_config(disable=True)
-    noise_scheduler = DDPMScheduler.from_pretrained(m.pretrained, subfolder="scheduler", **hub)
     if config.train.prediction_type:
         noise_scheduler.register_to_config(prediction_type=config.train.prediction_type)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,6 +26,8 @@ import torch
 from PIL import Image, ImageOps
 from safetensors.torch import save_file
 
+from ..errors import MissingInputError, UserInputError
+from ..outputs import check_output_dir, has_json_marker, new_temp_dir, replace_dir
 from .data import CACHE_FORMAT, CACHE_VERSION, SourceEntry, iter_source
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,10 @@ logger = logging.getLogger(__name__)
 #: Errors that make one entry unusable (files, decoding, face detection: ``FaceError`` is a ``ValueError``).
 ENTRY_ERRORS = (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
 
-__all__ = ["PrepareReport", "prepare_cache"]
+__all__ = ["PrepareReport", "is_cache_dir", "prepare_cache"]
+
+#: Sides of the stored face crops that make sense (the CLIP encoders read 224 px; below 16 px nothing is left).
+MIN_CROP_SIZE, MAX_CROP_SIZE = 16, 1024
 
 
 @dataclass
@@ -65,21 +69,21 @@ def _check_embedding(vector, where: str) -> np.ndarray:
 
         array = load_embeddings(vector)[0]
         if array.ndim == 2 and array.shape[0] != 1:
-            raise ValueError(f"{vector} holds {array.shape[0]} embeddings; give one per photo")
+            raise UserInputError(f"{vector} holds {array.shape[0]} embeddings; give one per photo")
     else:
         array = vector
     array = np.asarray(array, dtype=np.float64).reshape(-1)
     if array.size == 0 or not np.all(np.isfinite(array)):
-        raise ValueError(f"the embedding of {where} is empty or holds NaN/inf")
+        raise UserInputError(f"the embedding of {where} is empty or holds NaN/inf")
     norm = np.linalg.norm(array)
     if norm < 1e-12:
-        raise ValueError(f"the embedding of {where} is all zeros")
+        raise UserInputError(f"the embedding of {where} is all zeros")
     return (array / norm).astype(np.float32)
 
 
 def _open_rgb(path: str) -> Image.Image:
     if not Path(path).is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise MissingInputError(f"no such file: {path}")
     with Image.open(path) as img:
         img.load()
         return ImageOps.exif_transpose(img).convert("RGB")
@@ -125,13 +129,45 @@ def prepare_cache(
         crop_size: side of the stored aligned crops.
     """
     out = Path(out)
-    if (out / "cache.json").exists() and not overwrite:
-        raise FileExistsError(f"{out} already holds a training cache; pass overwrite=True (--overwrite) to rebuild")
     if analyzer is None and face_encoder is None:
-        raise ValueError("give a face analyzer, or face_encoder=FaceEncoderInfo(...) for precomputed embeddings")
+        raise UserInputError("give a face analyzer, or face_encoder=FaceEncoderInfo(...) for precomputed embeddings")
+    if not MIN_CROP_SIZE <= crop_size <= MAX_CROP_SIZE:
+        raise UserInputError(f"crop size must be {MIN_CROP_SIZE} to {MAX_CROP_SIZE} pixels, got {crop_size}")
+    check_output_dir(
+        out,
+        what="--out",
+        command="infinite-id train-prepare",
+        is_own=is_cache_dir,
+        inputs=source_paths(source),
+        overwrite=overwrite,
+    )
     info = face_encoder if face_encoder is not None else analyzer.info
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = new_temp_dir(out)
+    try:
+        report = _write_cache(source, out, tmp, analyzer, info, crop_size, progress)
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info(report.summary())
+    return report
+
+
+def is_cache_dir(folder: Path) -> bool:
+    """True when ``folder`` is a cache written by :func:`prepare_cache` (its ``cache.json`` says so)."""
+    return has_json_marker("cache.json", "format", CACHE_FORMAT)(folder)
+
+
+def source_paths(source: str | Path) -> list[Path]:
+    """Every file and folder a source reads: the folder or manifest itself and each photo, crop and embedding."""
+    source = Path(source)
+    paths = [source]
+    for entry in iter_source(source):
+        paths += [Path(p) for p in (entry.image, entry.crop, entry.embedding) if isinstance(p, str) and p]
+    return paths
+
+
+def _write_cache(source, out: Path, tmp: Path, analyzer, info, crop_size: int, progress: bool) -> PrepareReport:
     (tmp / "crops").mkdir(parents=True)
 
     report = PrepareReport(out=out)
@@ -145,10 +181,10 @@ def prepare_cache(
     for entry in listing:
         try:
             if entry.problem:
-                raise ValueError(entry.problem)
+                raise UserInputError(entry.problem)
             crop, embedding, size = _process(entry, analyzer, crop_size)
             if embedding.shape[0] != info.dim:
-                raise ValueError(
+                raise UserInputError(
                     f"embedding has {embedding.shape[0]} dimensions, the face encoder {info.describe()} has {info.dim}"
                 )
         except ENTRY_ERRORS as exc:
@@ -180,6 +216,10 @@ def prepare_cache(
         )
         embeds.append(embedding)
 
+    if not entries:
+        reasons = Counter(s["reason"] for s in report.skipped).most_common()
+        detail = ", ".join(f"{n} {reason}" for reason, n in reasons) or "it lists no photo"
+        raise UserInputError(f"no usable photo in {source} ({detail}); nothing was written")
     counts = Counter(e["identity"] for e in entries)
     report.kept = len(entries)
     report.identities = len(counts)
@@ -203,11 +243,7 @@ def prepare_cache(
         "single_photo_identities": report.single_photo_identities,
         "skipped": len(report.skipped),
     }
-    (tmp / "cache.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    logger.info(report.summary())
+    (tmp / "cache.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")  # the marker: written last
     return report
 
 
@@ -220,6 +256,6 @@ def _process(entry: SourceEntry, analyzer, crop_size: int):
         crop = _center_crop(crop, crop_size) if crop.size != (crop_size, crop_size) else crop
         return crop, embedding, size
     if analyzer is None:
-        raise ValueError("no precomputed embedding and no face analyzer to compute one")
+        raise UserInputError("no precomputed embedding and no face analyzer to compute one")
     found = analyzer.identity(entry.image, face_index=entry.face_index, clip_crop_size=crop_size)
     return found.clip_crop.convert("RGB"), np.asarray(found.embedding, dtype=np.float32).reshape(-1), size

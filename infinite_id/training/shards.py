@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import MissingInputError, UserInputError
+from ..outputs import check_output_dir, has_json_marker
 from .data import CACHE_VERSION, PairTransform, TrainCache, _stable_seed, collate_pairs
 
 logger = logging.getLogger(__name__)
@@ -106,7 +108,7 @@ def _shard_sample(cache: TrainCache, index: int) -> dict[str, Any]:
     entry = cache.entries[index]
     ext = _EXT_OF_SUFFIX.get(Path(entry.image).suffix.lower())
     if ext is None:
-        raise ValueError(f"{entry.image}: not a .jpg/.png/.webp/.bmp photo")
+        raise UserInputError(f"{entry.image}: not a .jpg/.png/.webp/.bmp photo")
     image_bytes = Path(entry.image).read_bytes()
     with Image.open(io.BytesIO(image_bytes)) as img:
         img.load()  # a photo changed since train-prepare must not reach a shard
@@ -143,14 +145,19 @@ def write_shards(
     """
     wds = _webdataset()
     if shard_size < 1:
-        raise ValueError("shard_size must be >= 1")
+        raise UserInputError("shard_size must be >= 1")
+    out = Path(out)
+    root = cache.root if isinstance(cache, TrainCache) else Path(cache)
+    is_own = has_json_marker(MANIFEST, "format", SHARDS_FORMAT)
+    replacing = check_output_dir(
+        out, what="OUT", command="infinite-id train-shards", is_own=is_own, inputs=[root], overwrite=overwrite
+    )
     if not isinstance(cache, TrainCache):
         cache = TrainCache.load(cache)
-    out = Path(out)
     manifest_path = out / MANIFEST
-    if manifest_path.exists():
-        if not overwrite:
-            raise FileExistsError(f"{out} already holds shards; pass overwrite=True (--overwrite) to rewrite them")
+    previous: set[str] = set()
+    if replacing:  # only files the old manifest lists are ours to remove
+        previous = {str(s.get("name")) for s in json.loads(manifest_path.read_text(encoding="utf-8"))["shards"]}
         manifest_path.unlink()  # the folder is an unfinished write until the new manifest lands
     out.mkdir(parents=True, exist_ok=True)
 
@@ -216,9 +223,10 @@ def write_shards(
     if bar is not None:
         bar.close()
     if not shards:
-        raise ValueError(f"no photo of {cache.root} could be written; see the warnings")
-    for stale in out.glob("shard-*.tar"):  # left over from an earlier, larger write
-        if stale.name not in {s["name"] for s in shards}:
+        raise UserInputError(f"no photo of {cache.root} could be written; see the warnings")
+    for name in previous - {s["name"] for s in shards}:  # left over from an earlier, larger write
+        stale = out / name
+        if stale.parent == out and stale.is_file():
             stale.unlink()
     report.shards = len(shards)
     manifest = {
@@ -260,17 +268,17 @@ class ShardIndex:
         path = Path(path)
         manifest = path if path.is_file() else path / MANIFEST
         if not manifest.is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{path} holds no {MANIFEST} (not shards, or an unfinished write): "
                 f"run `infinite-id train-shards CACHE {path}`"
             )
         info = json.loads(manifest.read_text(encoding="utf-8"))
         if info.get("format") != SHARDS_FORMAT:
-            raise ValueError(f"{manifest} is not an Infinite-ID shard manifest")
+            raise UserInputError(f"{manifest} is not an Infinite-ID shard manifest")
         if int(info.get("version", 0)) > SHARDS_VERSION:
-            raise ValueError(f"{manifest}: shard format version {info['version']} is newer than this library")
+            raise UserInputError(f"{manifest}: shard format version {info['version']} is newer than this library")
         if not info.get("shards") or not info.get("samples"):
-            raise ValueError(f"{manifest} lists no samples")
+            raise UserInputError(f"{manifest} lists no samples")
         return cls(root=manifest.parent, info=info)
 
     @property
@@ -316,7 +324,7 @@ def _parse(sample: dict[str, Any]) -> ShardSample:
     missing = [k for k, v in (("image", image), ("crop.png", sample.get("crop.png"))) if v is None]
     missing += [k for k in ("emb.safetensors",) if k not in sample]
     if missing:
-        raise ValueError(f"sample {sample['__key__']} lacks {', '.join(missing)}")
+        raise UserInputError(f"sample {sample['__key__']} lacks {', '.join(missing)}")
     return ShardSample(
         sample["__key__"],
         str(meta["identity"]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +20,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..errors import UserInputError, one_line
+from ..outputs import check_output_dir
 from .checkpointing import find_resume_checkpoint, list_checkpoints, read_trainer_state, save_checkpoint
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import EpochSampler, IdentityPairDataset, TrainCache, _stable_seed, collate_pairs
 from .modeling import AdapterTrainingModel, TrainingComponents, load_components, trainable_parameters
 
@@ -241,9 +246,15 @@ def train(
 
     from ..faces.base import FaceEncoderInfo
 
+    # Everything that can be checked without the model is checked first: a bad run stops in seconds.
     config.validate()
-    accelerator = accelerator or _make_accelerator(config)
     t, out = config.train, Path(config.output.dir)
+    data_source = config.data.shards or config.data.cache
+    check_output_dir(out, what="output.dir", command="infinite-id train", is_own=is_train_output, inputs=[data_source],
+                     overwrite=None)  # fmt: skip
+    if t.mixed_precision == "fp16" and not _has_gpu(accelerator):
+        raise ConfigError("train.mixed_precision=fp16 needs a GPU; on a CPU use no (or bf16)")
+    accelerator = accelerator or _make_accelerator(config)
     ckpt_root = out / "checkpoints"
     resume_from = find_resume_checkpoint(out, config.output.resume)
     set_seed(t.seed)
@@ -255,9 +266,16 @@ def train(
 
         shard_index = ShardIndex.load(config.data.shards)
         face_encoder = FaceEncoderInfo.from_dict(shard_index.info["face_encoder"])
+        photos = int(shard_index.info["samples"])
     else:
         cache = TrainCache.load(config.data.cache)
         face_encoder = FaceEncoderInfo.from_dict(cache.info["face_encoder"])
+        photos = len(cache.entries)
+    if photos < t.batch_size * accelerator.num_processes:
+        raise ConfigError(
+            f"{photos} photos cannot fill one batch of {t.batch_size} per process on {accelerator.num_processes} "
+            "processes: lower train.batch_size or add data"
+        )
     comps = load_components(config, face_encoder, _DTYPES[t.mixed_precision])
     pipe = comps.pipe
     dataset, sampler, loader = _make_loader(config, pipe, accelerator, cache, shard_index)
@@ -303,8 +321,7 @@ def train(
 
     global_step, epoch, micro_in_epoch, micro_total = 0, 0, 0, 0
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        state = read_trainer_state(resume_from)
+        resume_from, state = _load_checkpoint(accelerator, out, config.output.resume, resume_from)
         global_step, epoch = state["global_step"], state["epoch"]
         micro_in_epoch, micro_total = state["micro_in_epoch"], state["micro_total"]
         if state.get("config", {}).get("train") != dataclasses.asdict(t):
@@ -315,7 +332,7 @@ def train(
 
     per_epoch = len(loader)
     if per_epoch == 0:
-        raise ValueError(
+        raise ConfigError(
             f"{dataset.stats()['photos']} photos cannot fill one batch of {t.batch_size} per process on "
             f"{accelerator.num_processes} processes; lower train.batch_size or add data"
         )
@@ -475,6 +492,52 @@ class _ema_weights:
     def __exit__(self, *exc):
         if self.active:
             self.ema.restore(self.params)
+
+
+def _has_gpu(accelerator) -> bool:
+    """Whether this process trains on an accelerator (checked before accelerate's state is created)."""
+    if accelerator is not None:
+        return accelerator.device.type != "cpu"
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or (mps is not None and mps.is_available())
+
+
+def is_train_output(folder: Path) -> bool:
+    """True when ``folder`` is a training run's output: its ``config.yaml`` is a training configuration as
+    :func:`train` writes it (so a folder of the user's own files is never taken for one)."""
+    try:
+        data = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    except FileNotFoundError:  # a run stopped before it wrote its config still has its checkpoints
+        return bool(list_checkpoints(folder / "checkpoints"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    sections = {f.name for f in dataclasses.fields(TrainConfig)}
+    return isinstance(data, dict) and set(data) == sections
+
+
+#: What a damaged checkpoint raises while its files are read (truncated safetensors, pickles or JSON).
+_DAMAGED = (OSError, ValueError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError, SafetensorError)
+
+
+def _load_checkpoint(accelerator, out: Path, resume: str | None, first: Path) -> tuple[Path, dict[str, Any]]:
+    """Load ``first`` into ``accelerator``; when resuming automatically and it is damaged (a save cut short by a
+    full disk, a copy truncated), fall back to the previous complete checkpoint with a warning."""
+    candidates = [first]
+    if resume in ("auto", "latest"):
+        candidates = list(reversed(list_checkpoints(out / "checkpoints")))
+    for i, path in enumerate(candidates):
+        try:
+            state = read_trainer_state(path)
+            accelerator.load_state(str(path))
+            return path, state
+        except _DAMAGED as exc:
+            if i + 1 == len(candidates):
+                raise UserInputError(
+                    f"checkpoint {path} cannot be read ({one_line(exc)[:300]}): delete it to start over, or set "
+                    "output.resume to another checkpoint"
+                ) from exc
+            logger.warning("checkpoint %s is damaged (%s); resuming from %s instead", path, exc, candidates[i + 1])
+    raise AssertionError("unreachable: candidates is never empty")
 
 
 def _dump_yaml(data: dict[str, Any]) -> str:

@@ -9,12 +9,16 @@ cannot hold, and the model runs one request at a time per process.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..errors import UserInputError
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local server
 
@@ -25,7 +29,7 @@ from ..generation import STYLE_PRESETS, USER_ERRORS, GenerationSettings, Generat
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ServeLimits", "WebSession", "build_app", "launch"]
+__all__ = ["ServeLimits", "UploadGuard", "WebSession", "build_app", "launch"]
 
 ACCEPTED_TYPES = [".jpg", ".jpeg", ".png", ".webp", ".bmp"]
 FACE_THUMB = 128
@@ -49,7 +53,7 @@ def face_thumbnail(image: Image.Image, box: tuple[float, float, float, float], s
 
 @dataclass
 class ServeLimits:
-    """What one server accepts."""
+    """What one server accepts (docs/webui.md, "Limits", says the same)."""
 
     concurrency: int = 1
     max_queue: int = 8
@@ -57,6 +61,22 @@ class ServeLimits:
     max_photos: int = 4
     max_steps: int = 50
     max_side: int = 1536
+    #: Pixels and decoding memory one photo may take (checked from its header, before it is decoded): a 6000 x 4000
+    #: camera photo fits, a 13000 x 13000 RGBA PNG of 657 kB (3 GiB to decode) does not.
+    max_pixels: int = 40_000_000
+    max_decoded_bytes: int = 256 * 2**20
+    #: Uploads (all visitors together) accepted per minute outside the queue, before they are refused with 429.
+    max_uploads_per_minute: int = 120
+    #: Uploaded and generated files are deleted this long after they were written (and all at shutdown).
+    keep_files_s: int = 600
+    #: Upload bytes accepted while they may still be on disk (Gradio's cleaner runs every ``keep_files_s``, so a
+    #: file lives up to twice that): the disk the uploads can take.
+    max_kept_upload_bytes: int = 1_000_000_000
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest upload request: every photo at its limit, plus room for the multipart framing."""
+        return self.max_photos * self.max_upload_bytes + 64 * 1024
 
 
 @dataclass
@@ -84,22 +104,25 @@ class WebSession:
 
         paths = [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in (paths or [])]
         if not paths:
-            raise ValueError("Upload a photo of the person first.")
+            raise UserInputError("Upload a photo of the person first.")
         if len(paths) > self.limits.max_photos:
-            raise ValueError(f"At most {self.limits.max_photos} photos, please ({len(paths)} uploaded).")
+            raise UserInputError(f"At most {self.limits.max_photos} photos, please ({len(paths)} uploaded).")
         photos = _Photos()
         for number, path in enumerate(paths, 1):
             name = f"photo {number}"
             size = os.path.getsize(path)
             if size > self.limits.max_upload_bytes:
-                raise ValueError(
+                raise UserInputError(
                     f"{name} is {size / 1e6:.2g} MB; the limit is {self.limits.max_upload_bytes / 1e6:g} MB."
                 )
             try:
                 with open(path, "rb") as handle:  # decoded from bytes: the name and extension are not trusted
-                    image = load_image(handle.read(), max_side=2048)
+                    data = handle.read()
+                image = load_image(
+                    data, max_side=2048, max_pixels=self.limits.max_pixels, max_bytes=self.limits.max_decoded_bytes
+                )
             except USER_ERRORS as exc:
-                raise ValueError(f"{name} is not a usable photo ({_strip_paths(str(exc), path)}).") from None
+                raise UserInputError(f"{name} is not a usable photo ({_strip_paths(str(exc), path)}).") from None
             faces = self.generator.find_faces(image)
             photos.images.append(image)
             photos.faces.append(faces)
@@ -152,13 +175,13 @@ class WebSession:
     ) -> tuple[list[tuple[Image.Image, str]], str]:
         """Both streams for one prompt: ``([(text image, caption), (identity image, caption)], info)``."""
         if photos is None or not photos.images:
-            raise ValueError("Upload a photo of the person first.")
+            raise UserInputError("Upload a photo of the person first.")
         missing = [photos.names[p] for p, faces in enumerate(photos.faces) if not faces]
         if missing:
-            raise ValueError(f"No face in {', '.join(missing)}: remove it or use another photo.")
+            raise UserInputError(f"No face in {', '.join(missing)}: remove it or use another photo.")
         steps = int(steps)
         if not 1 <= steps <= self.limits.max_steps:
-            raise ValueError(f"Steps must be 1 to {self.limits.max_steps}.")
+            raise UserInputError(f"Steps must be 1 to {self.limits.max_steps}.")
         seed = random.randrange(2**31) if seed is None or int(seed) < 0 else int(seed)
         settings = GenerationSettings(
             prompt=(prompt or "").strip(),
@@ -175,6 +198,9 @@ class WebSession:
             result = self.generator.generate(identity, settings, text_stream=True)
         gallery = [(result.text_image, "text stream (the prompt alone)"), (result.image, "identity stream")]
         info = f"seed {seed} · {settings.steps} steps · {settings.full_prompt!r} · {self.generator.model.description}"
+        note = self.generator.truncation_note(settings.full_prompt)
+        if note:
+            info += f"\n\n**Note:** {note}"
         return gallery, info
 
 
@@ -193,7 +219,8 @@ def build_app(generator: Generator, limits: ServeLimits | None = None) -> gr.Blo
     session = WebSession(generator, limits)
     warning = generator.model.warning
 
-    with gr.Blocks(title="Infinite-ID", analytics_enabled=False) as demo:
+    keep = limits.keep_files_s
+    with gr.Blocks(title="Infinite-ID", analytics_enabled=False, delete_cache=(keep, keep)) as demo:
         gr.Markdown(
             "# Infinite-ID\nUpload a photo of a person, write a prompt, and get that person in the scene or style "
             "you describe. Left: the **text stream** (the prompt alone); right: the **identity stream** (the result)."
@@ -289,6 +316,56 @@ def build_app(generator: Generator, limits: ServeLimits | None = None) -> gr.Blo
     return demo
 
 
+class UploadGuard:
+    """ASGI middleware in front of Gradio's upload route, which runs outside the queue: a request must say its
+    size and stay under ``max_request_bytes`` (413); all visitors together get ``max_per_minute`` uploads and
+    ``max_kept_bytes`` within ``kept_for_s`` (how long an upload can stay on disk), beyond which they get 429.
+    Gradio itself refuses a single file above ``max_file_size``."""
+
+    def __init__(
+        self,
+        app: Any,
+        max_request_bytes: int,
+        max_per_minute: int,
+        max_kept_bytes: int = 1_000_000_000,
+        kept_for_s: float = 1200.0,
+    ) -> None:
+        self.app = app
+        self.max_request_bytes = max_request_bytes
+        self.max_per_minute = max_per_minute
+        self.max_kept_bytes = max_kept_bytes
+        self.kept_for_s = kept_for_s
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (time, bytes) of each upload
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].rstrip("/").endswith("/upload"):
+            problem = self._problem(dict(scope["headers"]).get(b"content-length"))
+            if problem is not None:
+                from starlette.responses import PlainTextResponse
+
+                await PlainTextResponse(problem[1], status_code=problem[0])(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _problem(self, length: bytes | None) -> tuple[int, str] | None:
+        if length is None or not length.isdigit():
+            return 411, "An upload must state its Content-Length."
+        if int(length) > self.max_request_bytes:
+            return 413, f"Uploads are limited to {self.max_request_bytes / 1e6:.3g} MB per request."
+        size, now = int(length), time.monotonic()
+        with self._lock:
+            while self._recent and now - self._recent[0][0] > max(60.0, self.kept_for_s):
+                self._recent.popleft()
+            if sum(1 for when, _ in self._recent if now - when <= 60) >= self.max_per_minute:
+                return 429, "Too many uploads; try again in a minute."
+            kept = sum(n for when, n in self._recent if now - when <= self.kept_for_s)
+            if kept + size > self.max_kept_bytes:
+                return 429, "The server holds too many uploads; try again later."
+            self._recent.append((now, size))
+        return None
+
+
 def launch(demo: gr.Blocks, limits: ServeLimits, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
     """Start the server (``port=0``: a free one). Returns the local URL when ``block`` is False."""
     if port == 0:
@@ -297,12 +374,22 @@ def launch(demo: gr.Blocks, limits: ServeLimits, host: str = "127.0.0.1", port: 
         with socket.socket() as probe:
             probe.bind((host, 0))
             port = probe.getsockname()[1]
+    from starlette.middleware import Middleware
+
+    guard = Middleware(
+        UploadGuard,
+        max_request_bytes=limits.max_request_bytes,
+        max_per_minute=limits.max_uploads_per_minute,
+        max_kept_bytes=limits.max_kept_upload_bytes,
+        kept_for_s=2 * limits.keep_files_s,
+    )
     demo.launch(
         server_name=host,
         server_port=port,
         prevent_thread_lock=not block,
+        app_kwargs={"middleware": [guard]},
         max_file_size=limits.max_upload_bytes,
-        show_error=True,
+        show_error=False,  # only our own messages (gr.Error) reach visitors: no server path in a library error
         quiet=not block,
         allowed_paths=[],
         ssr_mode=False,

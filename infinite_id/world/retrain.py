@@ -217,6 +217,13 @@ def run_parallel(
     return seconds
 
 
+def is_retrain_output(folder: Path) -> bool:
+    """True when ``folder`` holds only what retrain writes (stage folders, their logs, the summary; the shipped
+    weights' ``export.json`` too): it is resumed, never wiped."""
+    own = {*STAGES, "logs", SUMMARY_NAME, "export.json"}
+    return all(entry.name in own or entry.name.startswith(".") for entry in folder.iterdir())
+
+
 def retrain(
     out_dir: str | Path,
     only: list[str] | None = None,
@@ -238,6 +245,11 @@ def retrain(
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     selected = [s for s in STAGES if s in selected]  # recipe order: every stage after its inputs
+    from ..outputs import check_output_dir
+
+    check_output_dir(
+        out, what="--out", command="python -m infinite_id.world.retrain", is_own=is_retrain_output, overwrite=None
+    )
     out.mkdir(parents=True, exist_ok=True)
     check_dependencies(selected, [s for s in STAGES if _is_finished(out, s)])
     summary_file = out / SUMMARY_NAME

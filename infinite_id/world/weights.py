@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..outputs import check_output_dir
+
 DEFAULT_WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 # stage -> files that must be there for the stage to be usable
@@ -88,11 +90,17 @@ def _weight_files(stage_dir: Path) -> list[Path]:
     return files
 
 
+def is_weights_dir(folder: Path) -> bool:
+    """True for a weights folder written by :func:`export_weights` (its ``export.json``): the only kind it replaces."""
+    return (folder / "export.json").is_file()
+
+
 def export_weights(train_out: str | Path, dest: str | Path, stages: Iterable[str] | None = None) -> dict[str, list]:
     """Copy the finished stages (those with ``metrics.json``) of a retrain run into ``dest``.
 
     Only weights, configs, tokenizer files and metrics are copied. The new folder is assembled next to ``dest``
-    and renamed into place, so ``dest`` is never half-written; an existing ``dest`` is replaced. Returns
+    and renamed into place, so ``dest`` is never half-written; an existing ``dest`` is replaced only when it is an
+    earlier export (any other non-empty folder, or one holding ``train_out``, is refused). Returns
     ``{"exported": [...], "missing": [...]}``. Raises ``FileNotFoundError`` when no stage is finished.
     """
     source, dest = Path(train_out), Path(dest)
@@ -100,6 +108,8 @@ def export_weights(train_out: str | Path, dest: str | Path, stages: Iterable[str
     finished = [s for s in selected if (source / s / "metrics.json").is_file() and not missing_stages(source, [s])]
     if not finished:
         raise FileNotFoundError(f"{source} holds no finished stage of {selected} (a stage folder with metrics.json)")
+    check_output_dir(dest, what="--to", command="python -m infinite_id.world.weights export", is_own=is_weights_dir,
+                     inputs=[source], overwrite=True)  # fmt: skip
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:

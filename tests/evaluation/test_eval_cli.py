@@ -56,3 +56,18 @@ def test_eval_command_runs_resumes_and_rebuilds_reports(make_pipe, tiny_model_di
 
     bad = CliRunner().invoke(app, [*args[:-2], "--methods", "nope"])
     assert bad.exit_code != 0 and "unknown method" in bad.output
+
+
+def test_eval_checks_the_model_ranges_before_any_image(make_pipe, tiny_model_dirs, images, tmp_path):
+    adapter = make_pipe("sd15").save_adapter(tmp_path / "adapter.safetensors")
+    people = tmp_path / "people"
+    people.mkdir()
+    images.smooth(3).save(people / "carol.png")
+    base = ["eval", "--model", str(tiny_model_dirs["sd15"]), "--adapter", str(adapter), "--identities", str(people),
+            "--output", str(tmp_path / "out"), "--device", "cpu", "--clip-model", "none", "--face-encoder", "none",
+            "--adapter-face-encoder", "python:eval_fakes:adapter_face_analyzer"]  # fmt: skip
+    steps = CliRunner().invoke(app, [*base, "--steps", "1000"])
+    assert steps.exit_code == 2 and "1 to 999" in steps.output, steps.output
+    size = CliRunner().invoke(app, [*base, "--height", "4096"])
+    assert size.exit_code == 2 and "does not suit this model" in size.output, size.output
+    assert not (tmp_path / "out" / "records.jsonl").exists()

@@ -139,7 +139,7 @@ def test_corrupt_truncated_and_non_image_files(tmp_path, yaoming):
     empty.write_bytes(b"")
     with pytest.raises(InvalidImageError, match="empty.png"):
         load_image(empty)
-    with pytest.raises(InvalidImageError, match="is a directory"):
+    with pytest.raises(InvalidImageError, match="is a folder"):
         load_image(tmp_path)
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(Path(yaoming).read_bytes()[:4000])

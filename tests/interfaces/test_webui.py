@@ -205,3 +205,133 @@ def test_browser_uploads_a_face_and_gets_both_streams(server, artifact_dir):
     assert "identity stream" in captions and "text stream" in captions
     assert "4 steps" in info and "miniature model" in info  # the steps field reached the generation
     assert shot.stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------- hostile uploads (issue 13, class 6)
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A valid, all-transparent RGBA PNG written row by row (never held decoded): 13000 x 13000 is 657 kB on disk
+    and 3 GiB to decode and convert."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    packer, row = zlib.compressobj(9), b"\x00" * (width * 4 + 1)
+    body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def _rss_bytes(field: str) -> int:
+    """This process's resident memory (``VmRSS``) or its peak since the last reset (``VmHWM``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
+@pytest.fixture(scope="module")
+def roomy_server(generator):
+    """A server whose queue holds the hostile requests and the next visitor, so that the visitor waits behind them."""
+    limits = ServeLimits(concurrency=1, max_queue=16, max_steps=8, max_upload_bytes=2_000_000, keep_files_s=2,
+                         max_uploads_per_minute=30, max_kept_upload_bytes=12_000_000)  # fmt: skip
+    demo = build_app(generator, limits)
+    url = launch(demo, limits, host="127.0.0.1", port=0, block=False)
+    try:
+        yield url.rstrip("/"), limits, demo
+    finally:
+        demo.close()
+
+
+def _timed_call(url: str, file_data: dict, seed: int) -> float:
+    started = time.monotonic()
+    assert _call(url, file_data, seed) == "complete"
+    return time.monotonic() - started
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to read peak memory")
+def test_hostile_uploads_keep_memory_bounded_and_the_next_visitor_served(roomy_server):
+    """Two 13000 x 13000 RGBA PNGs (657 kB each, over the pixel limit) and two 6000 x 6000 ones (under it, 690 MiB
+    to decode: over the memory limit) are refused from their headers: the server's peak memory grows by less than
+    ``memory_bound`` (four such uploads grew it by 3.3 GB before), and the next visitor, queued behind them, waits at
+    most twice as long as a normal visit measured in the same run (plus 1 s for a loaded machine)."""
+    memory_bound = 400 * 2**20
+    url, _, _ = roomy_server
+    bombs = [_png_bomb(side, side) for side in (13000, 6000)]
+    with httpx.Client(base_url=url, timeout=30) as client:
+        normal = _upload(client)
+        hostile = []
+        for number in range(4):
+            bomb = bombs[number // 2]
+            response = client.post("/gradio_api/upload", files=[("files", (f"b{number}.png", bomb, "image/png"))])
+            response.raise_for_status()
+            hostile.append({"path": response.json()[0], "meta": {"_type": "gradio.FileData"}, "orig_name": "b.png"})
+    baseline = min(_timed_call(url, normal, seed) for seed in (1, 2))  # warm, then normal
+
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak: what follows is measured alone
+    before = _rss_bytes("VmRSS")
+
+    def attack(number: int) -> str:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            data = [[hostile[number]], None, "a woman", "", "none", 1.0, "auto", 6, number]
+            event_id = client.post("/gradio_api/call/generate", json={"data": data}).json()["event_id"]
+            with client.stream("GET", f"/gradio_api/call/generate/{event_id}") as stream:
+                return "".join(stream.iter_lines())
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        attacks = [pool.submit(attack, n) for n in range(4)]
+        time.sleep(0.2)  # the attacks are queued first
+        next_visitor = _timed_call(url, normal, 3)
+        answers = [a.result() for a in attacks]
+    grown = _rss_bytes("VmHWM") - before
+    print(f"hostile uploads: peak memory +{grown / 2**20:.0f} MiB; next visitor {next_visitor:.2f} s "
+          f"(normal {baseline:.2f} s)")  # fmt: skip
+    assert all("event: error" in a for a in answers), answers
+    assert all("MP limit" in a for a in answers[:2]) and all("MiB limit" in a for a in answers[2:]), answers
+    assert grown < memory_bound
+    assert next_visitor <= 2 * baseline + 1.0
+
+
+def test_uploads_outside_the_queue_are_bounded_and_deleted(roomy_server):
+    url, limits, demo = roomy_server
+    with httpx.Client(base_url=url, timeout=30) as client:
+        too_big = b"x" * (limits.max_request_bytes + 1)
+        response = client.post("/gradio_api/upload", files=[("files", ("big.png", too_big, "image/png"))])
+        assert response.status_code == 413 and "per request" in response.text
+        kept = _upload(client)["path"]
+        assert Path(kept).is_file()
+        bystander = Path(kept).parents[1] / "someone-elses-file.txt"  # in the same cache folder, not ours
+        bystander.write_text("not the server's")
+        deadline = time.monotonic() + 15  # keep_files_s=2: Gradio's cleaner deletes it within a few seconds
+        while Path(kept).exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not Path(kept).exists(), "an upload outlived keep_files_s"
+        assert bystander.read_text() == "not the server's"  # the cleaner deletes only what this server wrote
+        bystander.unlink()
+        time.sleep(2 * limits.keep_files_s)  # what was uploaded so far no longer counts against the disk budget
+        full = b"x" * (limits.max_request_bytes - 1024)  # 8 MB each: the second would hold 16 MB of the 12
+        budget = [client.post("/gradio_api/upload", files=[("files", ("f.png", full, "image/png"))]) for _ in "ab"]
+        assert budget[1].status_code == 429 and "too many uploads" in budget[1].text, budget[1].text
+        statuses = []
+        for _ in range(limits.max_uploads_per_minute + 1):
+            response = client.post("/gradio_api/upload", files=[("files", ("a.png", b"tiny", "image/png"))])
+            statuses.append(response.status_code)
+    assert 429 in statuses and statuses.count(200) <= limits.max_uploads_per_minute
+
+
+def test_an_api_error_does_not_echo_server_paths(roomy_server):
+    url, _, _ = roomy_server
+    outside = {"path": str(ROOT / "pyproject.toml"), "meta": {"_type": "gradio.FileData"}, "orig_name": "a.png"}
+    with httpx.Client(base_url=url, timeout=60) as client:
+        data = [[outside], None, "a woman", "", "none", 1.0, "auto", 2, 0]
+        response = client.post("/gradio_api/call/generate", json={"data": data})
+        text = response.text
+        if response.status_code == 200:
+            with client.stream("GET", f"/gradio_api/call/generate/{response.json()['event_id']}") as stream:
+                text += "".join(stream.iter_lines())
+    assert "error" in text.lower()
+    for private in (os.getcwd(), str(ROOT), "/tmp/"):
+        assert private not in text, text[:300]

@@ -60,6 +60,7 @@ def test_export_copies_only_weights_and_replaces_atomically(tmp_path):
     (run / "vae").mkdir()
     (run / "vae" / "metrics.json").write_text("{}")  # not a shipped stage
     dest.mkdir(parents=True)
+    (dest / "export.json").write_text("{}")  # an earlier export: the only kind of folder it replaces
     (dest / "stale.txt").write_text("old")
     report = export_weights(run, dest)
     assert report["exported"] == ["face_encoder", "base"] and "clip" in report["missing"]
@@ -83,3 +84,17 @@ def test_export_command_line(tmp_path, capsys):
     weights_module.main(["export", "--from", str(tmp_path / "run"), "--to", str(tmp_path / "w")])
     assert json.loads(capsys.readouterr().out)["exported"] == ["landmarks"]
     assert (tmp_path / "w" / "landmarks" / "model.safetensors").is_file()
+
+
+def test_export_never_replaces_a_folder_it_did_not_write(tmp_path):
+    from infinite_id.errors import OutputPathError
+
+    run, dest = tmp_path / "run", tmp_path / "mine"
+    _fake_run(run, ["face_encoder"])
+    dest.mkdir()
+    (dest / "thesis.txt").write_text("years of work")
+    with pytest.raises(OutputPathError, match="did not write"):
+        export_weights(run, dest)
+    with pytest.raises(OutputPathError, match="input"):
+        export_weights(run, tmp_path)  # a folder above the run it reads
+    assert (dest / "thesis.txt").read_text() == "years of work" and (run / "face_encoder").is_dir()

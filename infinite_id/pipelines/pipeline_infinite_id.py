@@ -21,6 +21,7 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 from diffusers.utils import BaseOutput
 
@@ -49,6 +50,7 @@ from ..faces.precomputed import load_embeddings
 from ..identity import IdentityEncoder, IdentityFeatures, MultiImageMode, combine_tokens
 from ..models.projectors import IdentityProjection, IdentityProjectionConfig
 from ..prompts import names_style
+from ..sampling import call_progress, classifier_free_guidance, window_active
 
 ImageInput = str | os.PathLike | PIL.Image.Image | np.ndarray
 AdaINArg = bool | Literal["auto", "mean", "full", "off"]
@@ -63,11 +65,13 @@ __all__ = [
 
 @dataclass
 class InfiniteIDPipelineOutput(BaseOutput):
-    """``images``: the identity stream (the result); ``text_images``: the text stream, when asked for."""
+    """``images``: the identity stream (the result); ``text_images``: the text stream, when asked for. The safety
+    checker's flags (when the base model has one) are per stream: ``nsfw_content_detected[i]`` is ``images[i]``'s."""
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     text_images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None = None
     nsfw_content_detected: list[bool] | None = None
+    text_nsfw_content_detected: list[bool] | None = None
 
 
 @dataclass
@@ -90,16 +94,11 @@ def _resolve_adain(adain: AdaINArg, prompts: Sequence[str]) -> AdaIN:
     raise ValueError(f"adain must be 'auto', True/'mean', False/'off' or 'full', got {adain!r}")
 
 
-def _window_active(window: tuple[float, float], step: int, num_steps: int) -> bool:
-    start, end = window
-    return start * num_steps <= step < end * num_steps
-
-
 def _check_window(name: str, window: tuple[float, float]) -> tuple[float, float]:
     start, end = (float(w) for w in window)
     if not 0.0 <= start <= end <= 1.0:
         raise ValueError(
-            f"{name} must be (start, end) fractions of the steps with 0 <= start <= end <= 1, got {window}"
+            f"{name} must be (start, end) fractions of the denoising with 0 <= start <= end <= 1, got {window}"
         )
     return start, end
 
@@ -129,8 +128,6 @@ class InfiniteIDPipeline:
     ``InfiniteIDPipeline.from_pretrained(...)`` picks the right subclass from the base model's
     ``model_index.json``; the subclasses can also be used directly.
     """
-
-    _callback_tensor_inputs = ["latents", "text_latents", "prompt_embeds"]
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -439,7 +436,14 @@ class InfiniteIDPipeline:
 
     # ------------------------------------------------------------------ family hooks
     def _encode_text(
-        self, prompt, negative_prompt, device, num_images_per_prompt: int, do_cfg: bool, height: int, width: int
+        self,
+        text_args: dict[str, Any],
+        sdxl_args: dict[str, Any],
+        device,
+        num_images_per_prompt: int,
+        do_cfg: bool,
+        height: int,
+        width: int,
     ) -> _TextConditioning:
         raise NotImplementedError
 
@@ -464,10 +468,16 @@ class InfiniteIDPipeline:
             vae.to(dtype=torch.float16)
         return image
 
+    # ------------------------------------------------------------------ diffusers' call-time properties
+    # (read by diffusers' callbacks, e.g. SDCFGCutoffCallback; the SD 1.5 base class has no denoising_end)
+    @property
+    def denoising_end(self) -> float | None:
+        return self.__dict__.get("_denoising_end")
+
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | list[str],
+        prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
         *,
         id_images: ImageInput | IdentityCrop | Sequence[ImageInput | IdentityCrop] | None = None,
@@ -476,11 +486,16 @@ class InfiniteIDPipeline:
         id_tokens: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
         face_index: int | None = None,
         multi_image: MultiImageMode = "concat",
+        prompt_2: str | list[str] | None = None,
+        negative_prompt_2: str | list[str] | None = None,
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 30,
         timesteps: list[int] | None = None,
+        sigmas: list[float] | None = None,
+        denoising_end: float | None = None,
         guidance_scale: float = 5.0,
+        guidance_rescale: float = 0.0,
         id_scale: float = 1.0,
         adain: AdaINArg = "auto",
         self_attention: SelfAttentionMode = "mixed",
@@ -491,6 +506,17 @@ class InfiniteIDPipeline:
         eta: float = 0.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
+        original_size: tuple[int, int] | None = None,
+        crops_coords_top_left: tuple[int, int] | None = None,
+        target_size: tuple[int, int] | None = None,
+        negative_original_size: tuple[int, int] | None = None,
+        negative_crops_coords_top_left: tuple[int, int] | None = None,
+        negative_target_size: tuple[int, int] | None = None,
+        clip_skip: int | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         cross_attention_kwargs: dict[str, Any] | None = None,
@@ -504,10 +530,18 @@ class InfiniteIDPipeline:
         ``(cond, uncond)``, each ``(1, tokens, dim)``).
 
         Method controls: ``id_scale`` weighs the image cross-attention; ``adain`` is ``"auto"`` (AdaIN-mean when
-        the prompt names a style), ``True``/``"mean"``, ``False``/``"off"`` or ``"full"`` (ablation);
-        ``self_attention`` is ``"mixed"`` (the paper), ``"mutual"`` or ``"independent"`` (ablations); the windows
-        are ``(start, end)`` fractions of the denoising steps during which mixed attention / ID injection act.
+        the prompt names a style; off with ``prompt_embeds``, which carry no text to read), ``True``/``"mean"``,
+        ``False``/``"off"`` or ``"full"`` (ablation); ``self_attention`` is ``"mixed"`` (the paper), ``"mutual"``
+        or ``"independent"`` (ablations); the windows are ``(start, end)`` fractions of the denoising during which
+        mixed attention / ID injection act, measured on the scheduler's timesteps (see
+        :func:`infinite_id.sampling.call_progress`), so they mean the same on one- and two-call schedulers.
         ``return_text_stream`` also returns the text stream's images (``text_images``).
+
+        The other arguments are diffusers' (``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline``) and mean
+        the same: precomputed ``prompt_embeds`` (Compel, long prompts), ``clip_skip``, ``guidance_rescale``,
+        ``timesteps``/``sigmas``, ``denoising_end``, and on SDXL ``prompt_2``, pooled embeddings and the size
+        conditioning. diffusers' ``ip_adapter_image`` arguments have no place here: the identity is the input
+        above.
         """
         if self.image_proj is None and id_tokens is None:
             raise RuntimeError("no Infinite-ID adapter: call load_adapter(...) first")
@@ -515,14 +549,51 @@ class InfiniteIDPipeline:
             raise ValueError(f"self_attention must be 'mixed', 'mutual' or 'independent', got {self_attention!r}")
         if num_inference_steps < 1:
             raise ValueError("num_inference_steps must be >= 1")
+        if id_tokens is None and id_features is None and id_images is None:
+            raise ValueError(
+                "Infinite-ID needs the reference photo: its CLIP branch reads the face crop. Pass id_images "
+                "(with face_embeds when no face analyzer is set), id_features or id_tokens"
+            )
+        if denoising_end is not None and not 0.0 < denoising_end <= 1.0:
+            raise ValueError(f"denoising_end must be a fraction in (0, 1], got {denoising_end}")
+        if not 0.0 <= guidance_rescale <= 1.0:
+            raise ValueError(f"guidance_rescale must be in [0, 1], got {guidance_rescale}")
         mixed_attention_window = _check_window("mixed_attention_window", mixed_attention_window)
         id_window = _check_window("id_window", id_window)
         if not is_installed(self.unet):
             raise RuntimeError("the UNet has no Infinite-ID processors: call load_adapter(...) first")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("give either prompt or prompt_embeds (not both)")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("give either negative_prompt or negative_prompt_embeds (not both)")
+        prompts = [] if prompt is None else [prompt] if isinstance(prompt, str) else list(prompt)
+        batch_size = len(prompts) if prompt is not None else prompt_embeds.shape[0]
         if isinstance(negative_prompt, str):
-            negative_prompt = [negative_prompt] * len(prompts)
+            negative_prompt = [negative_prompt] * batch_size
+        text_args = {
+            "prompt": prompts or None,
+            "negative_prompt": negative_prompt,
+            "prompt_embeds": prompt_embeds,
+            "negative_prompt_embeds": negative_prompt_embeds,
+            "clip_skip": clip_skip,
+            "lora_scale": (cross_attention_kwargs or {}).get("scale"),
+        }
+        sdxl_args = {
+            "prompt_2": prompt_2,
+            "negative_prompt_2": negative_prompt_2,
+            "pooled_prompt_embeds": pooled_prompt_embeds,
+            "negative_pooled_prompt_embeds": negative_pooled_prompt_embeds,
+            "original_size": original_size,
+            "crops_coords_top_left": crops_coords_top_left,
+            "target_size": target_size,
+            "negative_original_size": negative_original_size,
+            "negative_crops_coords_top_left": negative_crops_coords_top_left,
+            "negative_target_size": negative_target_size,
+        }
+        self._check_text_arguments(text_args, sdxl_args)
         adain_mode = _resolve_adain(adain, prompts)
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
@@ -532,15 +603,26 @@ class InfiniteIDPipeline:
         height, width = height or default, width or default
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
             raise ValueError(f"height and width must be multiples of {self.vae_scale_factor}, got {height}x{width}")
+        # diffusers' properties, read by its callbacks (a callback may change _guidance_scale mid-run)
+        self._guidance_scale = guidance_scale
+        self._guidance_rescale = guidance_rescale
+        self._clip_skip = clip_skip
+        self._cross_attention_kwargs = cross_attention_kwargs
+        self._denoising_end = denoising_end
+        self._interrupt = False
         device = self._execution_device
-        do_cfg = guidance_scale > 1.0 and self.unet.config.time_cond_proj_dim is None
-        batch = len(prompts) * num_images_per_prompt
+        do_cfg = self.do_classifier_free_guidance
+        batch = batch_size * num_images_per_prompt
         if generator is None:
             generator = torch.Generator().manual_seed(random.randrange(2**63))
         if isinstance(generator, list) and len(generator) != batch:
             raise ValueError(f"got {len(generator)} generators for {batch} images")
 
-        # 1. Identity tokens, rows aligned with the identity stream: [uncond x batch, cond x batch].
+        # 1. Text conditioning, shared by both streams. Encoded before the identity so that model offload's chain
+        #    (text encoders -> image encoder -> UNet -> VAE) frees each model when the next one runs.
+        text = self._encode_text(text_args, sdxl_args, device, num_images_per_prompt, do_cfg, height, width)
+
+        # 2. Identity tokens, rows aligned with the identity stream: [uncond x batch, cond x batch].
         if id_tokens is None:
             cond, uncond = self.encode_identity(id_images, face_embeds, id_features, face_index, multi_image)
         elif isinstance(id_tokens, tuple):
@@ -551,18 +633,21 @@ class InfiniteIDPipeline:
             cond, uncond = id_tokens, None
         unet_dtype = self.unet.dtype
         cond = cond.to(device=device, dtype=unet_dtype).expand(batch, -1, -1)
-        id_rows_tokens = cond
-        if do_cfg:
-            id_rows_tokens = torch.cat([uncond.to(device=device, dtype=unet_dtype).expand(batch, -1, -1), cond])
+        if uncond is not None:
+            uncond = uncond.to(device=device, dtype=unet_dtype).expand(batch, -1, -1)
 
-        # 2. Text conditioning, shared by both streams.
-        text = self._encode_text(prompts, negative_prompt, device, num_images_per_prompt, do_cfg, height, width)
-
-        # 3. Timesteps; one scheduler per stream so each keeps its own multistep history.
-        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps)
+        # 3. Timesteps; one scheduler per stream so each keeps its own multistep history and step index.
+        timesteps, num_inference_steps = retrieve_timesteps(
+            self.scheduler, num_inference_steps, device, timesteps, sigmas
+        )
+        if denoising_end is not None and denoising_end < 1.0:
+            cutoff = round(self.scheduler.config.num_train_timesteps * (1.0 - denoising_end))
+            num_inference_steps = int((timesteps >= cutoff).sum())
+            timesteps = timesteps[:num_inference_steps]
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)
         id_scheduler = copy.deepcopy(self.scheduler)
+        progress = call_progress(timesteps)
 
         # 4. The same initial noise for both streams.
         latents = self.prepare_latents(
@@ -573,34 +658,42 @@ class InfiniteIDPipeline:
 
         uses_text_stream = self_attention != "independent" or return_text_stream
         streams = 2 if uses_text_stream else 1
-        rows_per_stream = text.embeds.shape[0]
-        embeds = text.embeds.repeat(streams, 1, 1)
-        added = None if text.added is None else {k: v.repeat(streams, 1) for k, v in text.added.items()}
+        prompt_embeds, added = text.embeds, text.added
         user_kwargs = dict(cross_attention_kwargs or {})
 
         self._num_timesteps = len(timesteps)
-        self._interrupt = False
         num_warmup = max(len(timesteps) - num_inference_steps * self.scheduler.order, 0)
         with self.progress_bar(total=num_inference_steps) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self._interrupt:
-                    break
-                mixed_now = _window_active(mixed_attention_window, i, num_inference_steps)
+                    continue
+                halves = 2 if do_cfg else 1
+                if prompt_embeds.shape[0] != halves * batch:
+                    raise ValueError(
+                        f"prompt_embeds has {prompt_embeds.shape[0]} rows at step {i}, the step needs {halves * batch}"
+                        " (with guidance: negative then positive rows); a callback changed one without the other"
+                    )
+                if do_cfg and uncond is None:
+                    raise ValueError("guidance switched on mid-run, but id_tokens has no unconditional part")
+                id_rows_tokens = torch.cat([uncond, cond]) if do_cfg else cond
+                mixed_now = window_active(mixed_attention_window, progress[i])
                 state = InfiniteIDAttentionState(
-                    text_rows=rows_per_stream if uses_text_stream else 0,
+                    text_rows=prompt_embeds.shape[0] if uses_text_stream else 0,
                     id_tokens=id_rows_tokens,
-                    id_scale=id_scale if _window_active(id_window, i, num_inference_steps) else 0.0,
+                    id_scale=id_scale if window_active(id_window, progress[i]) else 0.0,
                     self_attention=self_attention if mixed_now else "independent",
                     adain=adain_mode,
                 )
-                per_stream = [text_latents, latents] if uses_text_stream else [latents]
-                model_input = torch.cat([x for x in per_stream for _ in range(2 if do_cfg else 1)])
-                model_input = self.scheduler.scale_model_input(model_input, t)
+                # Each stream's input is scaled by its own scheduler: sigma-scaled schedulers (Euler, LMS, Heun,
+                # KDPM2) read the sigma of their own step index, and without the text stream only id_scheduler steps.
+                per_stream = [(self.scheduler, text_latents)] if uses_text_stream else []
+                per_stream.append((id_scheduler, latents))
+                model_input = torch.cat([s.scale_model_input(torch.cat([x] * halves), t) for s, x in per_stream])
                 noise = self.unet(
                     model_input,
                     t,
-                    encoder_hidden_states=embeds,
-                    added_cond_kwargs=added,
+                    encoder_hidden_states=prompt_embeds.repeat(streams, 1, 1),
+                    added_cond_kwargs=None if added is None else {k: v.repeat(streams, 1) for k, v in added.items()},
                     cross_attention_kwargs={**user_kwargs, "infinite_id": state},
                     return_dict=False,
                 )[0]
@@ -608,7 +701,9 @@ class InfiniteIDPipeline:
                 for chunk in noise.chunk(streams):
                     if do_cfg:
                         uncond_pred, cond_pred = chunk.chunk(2)
-                        chunk = uncond_pred + guidance_scale * (cond_pred - uncond_pred)
+                        chunk = classifier_free_guidance(
+                            uncond_pred, cond_pred, self._guidance_scale, self._guidance_rescale
+                        )
                     guided.append(chunk)
 
                 # Step each stream with the same random draws (stochastic samplers stay in lock-step).
@@ -622,24 +717,60 @@ class InfiniteIDPipeline:
                 latents = id_scheduler.step(guided[-1], t, latents, **extra_step_kwargs, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
-                    local = {"latents": latents, "text_latents": text_latents, "prompt_embeds": text.embeds}
+                    local = self._callback_locals(latents, text_latents, prompt_embeds, added, do_cfg)
                     outputs = callback_on_step_end(
                         self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs}
                     )
                     latents = outputs.pop("latents", latents)
                     text_latents = outputs.pop("text_latents", text_latents)
+                    prompt_embeds = outputs.pop("prompt_embeds", prompt_embeds)
+                    if added is not None:
+                        added = {
+                            "text_embeds": outputs.pop("add_text_embeds", added["text_embeds"]),
+                            "time_ids": outputs.pop("add_time_ids", added["time_ids"]),
+                        }
+                    do_cfg = self.do_classifier_free_guidance  # SDCFGCutoffCallback sets _guidance_scale to 0
                 if i == len(timesteps) - 1 or ((i + 1) > num_warmup and (i + 1) % self.scheduler.order == 0):
                     progress_bar.update()
 
-        images, text_images, nsfw = self._finish(latents, text_latents if return_text_stream else None, output_type)
+        images, text_images, nsfw, text_nsfw = self._finish(
+            latents, text_latents if return_text_stream else None, output_type
+        )
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, text_images)
-        return InfiniteIDPipelineOutput(images=images, text_images=text_images, nsfw_content_detected=nsfw)
+        return InfiniteIDPipelineOutput(
+            images=images,
+            text_images=text_images,
+            nsfw_content_detected=nsfw,
+            text_nsfw_content_detected=text_nsfw,
+        )
+
+    @staticmethod
+    def _callback_locals(latents, text_latents, prompt_embeds, added, do_cfg: bool) -> dict[str, torch.Tensor]:
+        """The tensors a step-end callback may read, under diffusers' names (prompt rows ``[uncond; cond]``)."""
+        half = prompt_embeds.shape[0] // 2 if do_cfg else 0
+        local = {
+            "latents": latents,
+            "text_latents": text_latents,
+            "prompt_embeds": prompt_embeds,
+            "negative_prompt_embeds": prompt_embeds[:half] if do_cfg else None,
+        }
+        if added is not None:
+            local["add_text_embeds"] = added["text_embeds"]
+            local["add_time_ids"] = added["time_ids"]
+            local["negative_pooled_prompt_embeds"] = added["text_embeds"][:half] if do_cfg else None
+            local["negative_add_time_ids"] = added["time_ids"][:half] if do_cfg else None
+        return local
+
+    def _check_text_arguments(self, text_args: dict[str, Any], sdxl_args: dict[str, Any]) -> None:
+        """Family-specific checks of the prompt arguments, before any model runs."""
+        raise NotImplementedError
 
     def _finish(self, latents, text_latents, output_type: str):
+        """Decode both streams in one VAE call; the safety checker's flags are split per stream like the images."""
         if output_type == "latent":
-            return latents, text_latents, None
+            return latents, text_latents, None, None
         both = latents if text_latents is None else torch.cat([latents, text_latents])
         decoded = self._decode(both)
         nsfw = None
@@ -649,41 +780,99 @@ class InfiniteIDPipeline:
             decoded = self.watermark.apply_watermark(decoded)
         pictures = self.image_processor.postprocess(decoded, output_type=output_type)
         n = latents.shape[0]
-        return pictures[:n], (pictures[n:] if text_latents is not None else None), nsfw
+        text_pictures = pictures[n:] if text_latents is not None else None
+        text_nsfw = None if nsfw is None or text_latents is None else list(nsfw[n:])
+        return pictures[:n], text_pictures, (None if nsfw is None else list(nsfw[:n])), text_nsfw
 
 
 class InfiniteIDStableDiffusionXLPipeline(InfiniteIDPipeline, StableDiffusionXLPipeline):
     """Infinite-ID on Stable Diffusion XL (the paper's base model)."""
 
-    def _encode_text(self, prompt, negative_prompt, device, num_images_per_prompt, do_cfg, height, width):
+    _callback_tensor_inputs = [
+        *StableDiffusionXLPipeline._callback_tensor_inputs,
+        "text_latents",
+        "negative_prompt_embeds",
+        "negative_pooled_prompt_embeds",
+        "negative_add_time_ids",
+    ]
+
+    def _check_text_arguments(self, text_args, sdxl_args):
+        if text_args["prompt_embeds"] is not None and sdxl_args["pooled_prompt_embeds"] is None:
+            raise ValueError("with prompt_embeds, pass pooled_prompt_embeds too (encode_prompt returns both)")
+        if text_args["negative_prompt_embeds"] is not None and sdxl_args["negative_pooled_prompt_embeds"] is None:
+            raise ValueError(
+                "with negative_prompt_embeds, pass negative_pooled_prompt_embeds too (encode_prompt returns both)"
+            )
+
+    def _encode_text(self, text_args, sdxl_args, device, num_images_per_prompt, do_cfg, height, width):
         embeds, neg_embeds, pooled, neg_pooled = self.encode_prompt(
-            prompt=prompt,
+            prompt=text_args["prompt"],
+            prompt_2=sdxl_args["prompt_2"],
             device=device,
             num_images_per_prompt=num_images_per_prompt,
             do_classifier_free_guidance=do_cfg,
-            negative_prompt=negative_prompt,
+            negative_prompt=text_args["negative_prompt"],
+            negative_prompt_2=sdxl_args["negative_prompt_2"],
+            prompt_embeds=text_args["prompt_embeds"],
+            negative_prompt_embeds=text_args["negative_prompt_embeds"],
+            pooled_prompt_embeds=sdxl_args["pooled_prompt_embeds"],
+            negative_pooled_prompt_embeds=sdxl_args["negative_pooled_prompt_embeds"],
+            lora_scale=text_args["lora_scale"],
+            clip_skip=text_args["clip_skip"],
         )
         projection_dim = (
             int(pooled.shape[-1]) if self.text_encoder_2 is None else self.text_encoder_2.config.projection_dim
         )
-        time_ids = self._get_add_time_ids(
-            (height, width), (0, 0), (height, width), dtype=embeds.dtype, text_encoder_projection_dim=projection_dim
-        ).to(device)
-        time_ids = time_ids.repeat(embeds.shape[0], 1)
+
+        def time_ids(original, crop, target) -> torch.Tensor:
+            ids = self._get_add_time_ids(
+                tuple(original or (height, width)),
+                tuple(crop or (0, 0)),
+                tuple(target or (height, width)),
+                dtype=embeds.dtype,
+                text_encoder_projection_dim=projection_dim,
+            )
+            return ids.to(device).repeat(embeds.shape[0], 1)
+
+        pos_ids = time_ids(sdxl_args["original_size"], sdxl_args["crops_coords_top_left"], sdxl_args["target_size"])
+        neg_ids = pos_ids
+        if sdxl_args["negative_original_size"] is not None and sdxl_args["negative_target_size"] is not None:
+            neg_ids = time_ids(
+                sdxl_args["negative_original_size"],
+                sdxl_args["negative_crops_coords_top_left"],
+                sdxl_args["negative_target_size"],
+            )
         if do_cfg:
             embeds = torch.cat([neg_embeds, embeds])
             pooled = torch.cat([neg_pooled, pooled])
-            time_ids = torch.cat([time_ids, time_ids])
-        return _TextConditioning(embeds.to(device), {"text_embeds": pooled.to(device), "time_ids": time_ids})
+            pos_ids = torch.cat([neg_ids, pos_ids])
+        return _TextConditioning(embeds.to(device), {"text_embeds": pooled.to(device), "time_ids": pos_ids})
 
 
 class InfiniteIDStableDiffusionPipeline(InfiniteIDPipeline, StableDiffusionPipeline):
     """Infinite-ID on Stable Diffusion 1.x / 2.x."""
 
-    def _encode_text(self, prompt, negative_prompt, device, num_images_per_prompt, do_cfg, height, width):
+    _callback_tensor_inputs = [*StableDiffusionPipeline._callback_tensor_inputs, "text_latents"]
+
+    def _check_text_arguments(self, text_args, sdxl_args):
+        given = [name for name, value in sdxl_args.items() if value is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: SDXL-only argument(s), but this is an SD 1.x/2.x pipeline; leave them out"
+            )
+
+    def _encode_text(self, text_args, sdxl_args, device, num_images_per_prompt, do_cfg, height, width):
         embeds, neg_embeds = self.encode_prompt(
-            prompt, device, num_images_per_prompt, do_cfg, negative_prompt=negative_prompt
+            text_args["prompt"],
+            device,
+            num_images_per_prompt,
+            do_cfg,
+            negative_prompt=text_args["negative_prompt"],
+            prompt_embeds=text_args["prompt_embeds"],
+            negative_prompt_embeds=text_args["negative_prompt_embeds"],
+            lora_scale=text_args["lora_scale"],
+            clip_skip=text_args["clip_skip"],
         )
         if do_cfg:
             embeds = torch.cat([neg_embeds, embeds])
-        return _TextConditioning(embeds, None)
+        return _TextConditioning(embeds.to(device), None)

@@ -22,6 +22,7 @@ import PIL.Image
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 from diffusers.utils import BaseOutput
 
@@ -155,6 +156,60 @@ class InfiniteIDPipeline:
         raise ValueError(
             f"{pretrained_model_name_or_path} ({config.get('_class_name')}) is neither an SDXL nor an SD 1.x/2.x "
             "UNet pipeline; Infinite-ID needs a UNet with text cross-attention"
+        )
+
+    @classmethod
+    def from_single_file(cls, pretrained_model_link_or_path: str | os.PathLike, **kwargs):
+        """Load an original-layout checkpoint (``.safetensors``/``.ckpt``, as on Civitai) into the matching
+        Infinite-ID pipeline; ``config=<diffusers folder or hub id>`` gives its components' configs offline."""
+        if cls is InfiniteIDPipeline:
+            target = cls.pipeline_class_for_single_file(pretrained_model_link_or_path, config=kwargs.get("config"))
+            return target.from_single_file(pretrained_model_link_or_path, **kwargs)
+        return super().from_single_file(pretrained_model_link_or_path, **kwargs)
+
+    @classmethod
+    def from_pipe(cls, pipeline, **kwargs):
+        """An Infinite-ID pipeline sharing ``pipeline``'s components (no copy), e.g. from a plain
+        ``StableDiffusionXLPipeline`` already in memory."""
+        if cls is InfiniteIDPipeline:
+            components = getattr(pipeline, "components", {})
+            if "unet" not in components or "text_encoder" not in components:
+                raise ValueError(
+                    f"{type(pipeline).__name__} has no UNet with a text encoder: Infinite-ID needs an SDXL or "
+                    "SD 1.x/2.x pipeline"
+                )
+            target = (
+                InfiniteIDStableDiffusionXLPipeline
+                if "text_encoder_2" in components
+                else InfiniteIDStableDiffusionPipeline
+            )
+            return target.from_pipe(pipeline, **kwargs)
+        return super().from_pipe(pipeline, **kwargs)
+
+    @staticmethod
+    def pipeline_class_for_single_file(path: str | os.PathLike, config: str | os.PathLike | None = None) -> type:
+        """The Infinite-ID subclass for a single-file checkpoint: from ``config`` when given, else from the
+        checkpoint's keys as diffusers reads them (a ``.safetensors`` header is read without loading tensors)."""
+        if config is not None:
+            return InfiniteIDPipeline.pipeline_class_for(config)
+        from diffusers.loaders.single_file_utils import infer_diffusers_model_type, load_single_file_checkpoint
+
+        path = Path(path).expanduser()
+        if path.suffix == ".safetensors" and path.is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                checkpoint = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}  # noqa: SIM118
+        else:
+            checkpoint = load_single_file_checkpoint(str(path))
+        model_type = infer_diffusers_model_type(checkpoint)
+        if model_type in ("xl_base", "playground-v2-5"):
+            return InfiniteIDStableDiffusionXLPipeline
+        if model_type in ("v1", "v2"):
+            return InfiniteIDStableDiffusionPipeline
+        raise ValueError(
+            f"{path} is a {model_type!r} checkpoint to diffusers; Infinite-ID runs SDXL base and SD 1.x/2.x text-to-"
+            "image checkpoints (not refiners, inpainting or other model types)"
         )
 
     @property
@@ -862,17 +917,36 @@ class InfiniteIDStableDiffusionPipeline(InfiniteIDPipeline, StableDiffusionPipel
             )
 
     def _encode_text(self, text_args, sdxl_args, device, num_images_per_prompt, do_cfg, height, width):
+        prompt, prompt_embeds, clip_skip = text_args["prompt"], text_args["prompt_embeds"], text_args["clip_skip"]
+        if clip_skip is not None and prompt_embeds is None and not hasattr(self.text_encoder, "text_model"):
+            prompt_embeds, prompt, clip_skip = self._clip_skipped_embeds(prompt, clip_skip, device), None, None
         embeds, neg_embeds = self.encode_prompt(
-            text_args["prompt"],
+            prompt,
             device,
             num_images_per_prompt,
             do_cfg,
             negative_prompt=text_args["negative_prompt"],
-            prompt_embeds=text_args["prompt_embeds"],
+            prompt_embeds=prompt_embeds,
             negative_prompt_embeds=text_args["negative_prompt_embeds"],
             lora_scale=text_args["lora_scale"],
-            clip_skip=text_args["clip_skip"],
+            clip_skip=clip_skip,
         )
         if do_cfg:
             embeds = torch.cat([neg_embeds, embeds])
         return _TextConditioning(embeds.to(device), None)
+
+    def _clip_skipped_embeds(self, prompts: list[str], clip_skip: int, device) -> torch.Tensor:
+        """The prompt's hidden state ``clip_skip`` layers before the last, through the final layer norm (diffusers'
+        meaning of ``clip_skip``). diffusers' own SD 1.5 code reaches the norm as ``text_encoder.text_model``,
+        which transformers 5 removed; the computation is the same."""
+        if isinstance(self, TextualInversionLoaderMixin):
+            prompts = self.maybe_convert_prompt(prompts, self.tokenizer)
+        tokens = self.tokenizer(
+            prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
+        )  # fmt: skip
+        use_mask = getattr(self.text_encoder.config, "use_attention_mask", False)
+        mask = tokens.attention_mask.to(device) if use_mask else None
+        out = self.text_encoder(tokens.input_ids.to(device), attention_mask=mask, output_hidden_states=True)
+        hidden = out.hidden_states[-(clip_skip + 1)]
+        return self.text_encoder.final_layer_norm(hidden).to(dtype=self.text_encoder.dtype)

@@ -243,3 +243,20 @@ def test_from_single_file_picks_the_family_from_the_checkpoint(keys, expected, t
     assert InfiniteIDPipeline.pipeline_class_for_single_file(path, config=tiny_model_dirs["sdxl"]) is (
         InfiniteIDStableDiffusionXLPipeline
     )
+
+
+def test_custom_sigmas_mean_the_same(plain_pipes, make_pipe, reference):
+    from diffusers import EulerDiscreteScheduler
+
+    pipe = make_pipe("sd15")
+    plain = plain_pipes["sd15"]
+    original = plain.scheduler
+    plain.scheduler = EulerDiscreteScheduler.from_config(original.config)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    try:
+        expected, images, text_images = _both(plain, pipe, reference, sigmas=[10.0, 3.0, 0.8])
+        default = _both(plain, pipe, reference)[0]
+    finally:
+        plain.scheduler = original
+    np.testing.assert_allclose(text_images, expected, atol=1e-4)
+    assert np.abs(default - expected).max() > 1e-4

@@ -354,6 +354,7 @@ def load_ip_adapter(
         name: the file name to report (and to tell PlusV2 by) when state dicts are given.
     """
     source = name or ("state dict" if isinstance(path_or_state, tuple) else str(path_or_state))
+    pipe._check_weights_in_place()
     image_proj, ip = path_or_state if isinstance(path_or_state, tuple) else read_ip_adapter_file(path_or_state)
     kind = detect_ip_adapter_kind(image_proj)
     if shortcut is None:

@@ -259,6 +259,14 @@ class InfiniteIDPipeline:
         self.__dict__["_infinite_id_metadata"] = metadata
         self.__dict__["_infinite_id_identity_encoder"] = identity_encoder
 
+    def _check_weights_in_place(self) -> None:
+        """Adapters are installed into the UNet's layers: under sequential offload those hold no weights (they wait
+        on the meta device for their hook), so the adapter must come first."""
+        if next(self.unet.parameters()).device.type == "meta":
+            raise RuntimeError(
+                "the UNet is under enable_sequential_cpu_offload: load the adapter first, then enable the offload"
+            )
+
     def _set_image_encoder(self, image_encoder, feature_extractor) -> None:
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
@@ -293,6 +301,7 @@ class InfiniteIDPipeline:
     ) -> IdentityProjection:
         """Create a fresh, untrained adapter (the start of training): new mappers, ``to_k_ip``/``to_v_ip``
         copied from ``to_k``/``to_v``. Returns the projection module."""
+        self._check_weights_in_place()
         self._set_image_encoder(image_encoder, feature_extractor)
         if projection_config.cross_attention_dim != self.unet.config.cross_attention_dim:
             raise ValueError(
@@ -353,6 +362,7 @@ class InfiniteIDPipeline:
             )
         image_proj_sd, ip_sd, metadata = load_adapter_file(path)
         metadata.check_unet(self.unet, self.family)
+        self._check_weights_in_place()
         self._set_image_encoder(image_encoder, feature_extractor)
         self._check_image_encoder(metadata)
         if self.face_analyzer is not None:

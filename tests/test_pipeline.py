@@ -258,3 +258,30 @@ def test_bad_arguments_are_clear(make_pipe, reference):
     bare = make_pipe("sd15", adapter=False)
     with pytest.raises(RuntimeError, match="adapter"):
         _run(bare, reference)
+
+
+def test_diffusers_load_ip_adapter_is_refused_with_the_right_loader(make_pipe):
+    pipe = make_pipe("sd15")
+    before = dict(pipe.unet.attn_processors)
+    with pytest.raises(TypeError, match=r"infinite_id\.loaders\.load_ip_adapter"):
+        pipe.load_ip_adapter("h94/IP-Adapter", subfolder="models", weight_name="ip-adapter_sd15.bin")
+    assert dict(pipe.unet.attn_processors) == before
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_save_pretrained_writes_the_base_model_without_the_adapter(family, make_pipe, tmp_path, tiny_model_dirs):
+    from safetensors import safe_open
+
+    pipe = make_pipe(family)
+    pipe.save_pretrained(tmp_path / "saved")
+    (weights,) = (tmp_path / "saved" / "unet").glob("*.safetensors")
+    with safe_open(str(weights), framework="pt") as f:
+        saved = set(f.keys())
+    (original,) = (tiny_model_dirs[family] / "unet").glob("*.safetensors")
+    with safe_open(str(original), framework="pt") as f:
+        assert saved == set(f.keys())
+    assert any(".processor." in k for k in pipe.unet.state_dict())  # training still sees its trainable weights
+    reloaded = InfiniteIDPipeline.from_pretrained(tmp_path / "saved")
+    torch.testing.assert_close(
+        reloaded.unet.state_dict(), DiffusionPipeline.from_pretrained(tiny_model_dirs[family]).unet.state_dict()
+    )

@@ -119,6 +119,12 @@ def _check_local_model_folder(name_or_path: str | os.PathLike) -> None:
         )
 
 
+def _drop_processor_weights(module, state_dict: dict[str, torch.Tensor], prefix: str, local_metadata) -> None:
+    """State-dict hook: leave out the Infinite-ID processors' weights (``...processor.to_k_ip.weight``)."""
+    for key in [k for k in state_dict if k.startswith(prefix) and ".processor." in k]:
+        del state_dict[key]
+
+
 def _generators(generator) -> list[torch.Generator]:
     return list(generator) if isinstance(generator, list) else [generator]
 
@@ -369,12 +375,34 @@ class InfiniteIDPipeline:
             self._check_face_analyzer(metadata, self.face_analyzer)
         projection = IdentityProjection(metadata.projection)
         load_state_strict(projection, image_proj_sd, "image_proj (mappers)")
+        from ..loaders.ip_adapter import unfuse_lora
+
+        unfuse_lora(self.unet)  # a FaceID LoRA from an earlier IP-Adapter load belongs to that adapter
         install_processors(self.unet, init_from_text=False)
         load_state_strict(processor_module_list(self.unet), ip_sd, "ip_adapter (image cross-attention)")
         param = next(self.unet.parameters())
         projection.to(device=param.device, dtype=param.dtype).eval()
         self._set_adapter(projection, metadata)
         return metadata
+
+    def load_ip_adapter(self, *args: Any, **kwargs: Any):
+        """Refused: diffusers' own IP-Adapter loading would replace the Infinite-ID attention processors (and feed
+        the image through ``ip_adapter_image``, which this pipeline does not read)."""
+        raise TypeError(
+            "pipe.load_ip_adapter is diffusers' IP-Adapter path, which would replace the Infinite-ID processors: use "
+            "infinite_id.loaders.load_ip_adapter(pipe, 'ip-adapter-....bin') to run IP-Adapter face files as the "
+            "identity stream"
+        )
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """diffusers' ``save_pretrained``, writing the base model without the adapter: the image cross-attention
+        weights live in the UNet's attention processors, but belong in the adapter file (``save_adapter``)."""
+        handle = self.unet.register_state_dict_post_hook(_drop_processor_weights) if is_installed(self.unet) else None
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if handle is not None:
+                handle.remove()
 
     def save_adapter(self, path: str | os.PathLike, training: dict[str, Any] | None = None) -> Path:
         """Write the adapter (mappers + image cross-attention + metadata) as safetensors; returns the file."""
@@ -386,7 +414,10 @@ class InfiniteIDPipeline:
         return save_adapter_file(path, self.image_proj, self.unet, metadata)
 
     def unload_adapter(self) -> None:
-        """Remove the adapter: default processors again, projection dropped."""
+        """Remove the adapter: default processors again, projection dropped, a fused FaceID LoRA taken out."""
+        from ..loaders.ip_adapter import unfuse_lora
+
+        unfuse_lora(self.unet)
         if is_installed(self.unet):
             uninstall_processors(self.unet)
         self.__dict__.pop("_infinite_id_image_proj", None)

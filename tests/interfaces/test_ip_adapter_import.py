@@ -210,3 +210,22 @@ def test_infinite_id_adapters_and_ip_adapters_are_told_apart(tmp_path, make_pipe
     theirs = _files(tmp_path, ours, "plus", ".safetensors")
     with pytest.raises(AdapterError, match="infinite_id.loaders.ip_adapter"):
         ours.load_adapter(theirs)
+
+
+def test_faceid_lora_is_added_once_and_taken_out_on_unload(tmp_path, make_pipe, reference):
+    pipe = make_pipe("sd15", adapter=False)
+    path = _files(tmp_path, pipe, "faceid", ".bin", lora_rank=4)
+    first = next(iter(pipe.unet.attn_processors)).removesuffix(".processor")
+    to_q = dict(pipe.unet.named_modules())[first].to_q
+    base = to_q.weight.detach().clone()
+    load_ip_adapter(pipe, path, face_encoder=TEST_FACE)
+    fused = to_q.weight.detach().clone()
+    assert not torch.allclose(fused, base)
+    load_ip_adapter(pipe, path, face_encoder=TEST_FACE)  # reload: replaced, not added again
+    torch.testing.assert_close(to_q.weight.detach(), fused)
+    pipe.unload_adapter()
+    torch.testing.assert_close(to_q.weight.detach(), base)
+    load_ip_adapter(pipe, path, face_encoder=TEST_FACE)  # after unload: once again
+    torch.testing.assert_close(to_q.weight.detach(), fused)
+    load_ip_adapter(pipe, path, face_encoder=TEST_FACE, lora="skip")  # another load without LoRA takes it out
+    torch.testing.assert_close(to_q.weight.detach(), base)

@@ -285,3 +285,48 @@ def test_save_pretrained_writes_the_base_model_without_the_adapter(family, make_
     torch.testing.assert_close(
         reloaded.unet.state_dict(), DiffusionPipeline.from_pretrained(tiny_model_dirs[family]).unet.state_dict()
     )
+
+
+@pytest.mark.parametrize(("family", "upcast"), [("sd15", False), ("sdxl", True)])
+def test_float16_vae_is_upcast_only_where_diffusers_does(family, upcast, make_pipe, reference):
+    pipe = make_pipe(family)
+    pipe.to(dtype=torch.float16)
+    assert pipe.vae.config.force_upcast
+    seen = []
+    decode = pipe.vae.decode
+
+    def spy(latents, *args, **kwargs):
+        seen.append(pipe.vae.post_quant_conv.weight.dtype)
+        return decode(latents, *args, **kwargs)
+
+    pipe.vae.decode = spy
+    out = _run(pipe, reference, num_inference_steps=2)
+    assert seen == [torch.float32 if upcast else torch.float16]
+    assert pipe.vae.dtype == torch.float16 and np.isfinite(out.images).all()
+
+
+def test_safety_flags_are_per_stream(make_pipe, reference):
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig
+
+    pipe = make_pipe("sd15")
+    vision = pipe.image_encoder.config
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 4},
+        vision_config=vision.to_dict(),
+        projection_dim=vision.projection_dim,
+    )
+    checker = StableDiffusionSafetyChecker(config).eval()
+    pipe.register_modules(safety_checker=checker)
+    out = _run(pipe, reference, num_images_per_prompt=2, return_text_stream=True)
+    assert len(out.nsfw_content_detected) == 2 and len(out.text_nsfw_content_detected) == 2
+    latents = _run(pipe, reference, num_images_per_prompt=2, return_text_stream=True, output_type="latent")
+    for stream, flags in (
+        (latents.images, out.nsfw_content_detected),
+        (latents.text_images, out.text_nsfw_content_detected),
+    ):
+        with torch.no_grad():
+            decoded = pipe._decode(stream)
+            _, alone = pipe.run_safety_checker(decoded, "cpu", decoded.dtype)
+        assert list(alone) == list(flags)

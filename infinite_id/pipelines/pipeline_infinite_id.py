@@ -241,9 +241,14 @@ class InfiniteIDPipeline:
             return custom
         if self.image_proj is None:
             raise RuntimeError("no Infinite-ID adapter: call load_adapter(...) or init_adapter(...) first")
-        if self.image_encoder is None or self.feature_extractor is None:
+        if self.image_encoder is None:
             raise RuntimeError(
                 "the pipeline has no CLIP image encoder: pass image_encoder=<folder or hub id> to load_adapter"
+            )
+        if self.feature_extractor is None:
+            raise RuntimeError(
+                "the pipeline's image encoder has no feature_extractor (its CLIPImageProcessor): pass "
+                "feature_extractor=... to load_adapter"
             )
         return IdentityEncoder(
             self.image_encoder, self.feature_extractor, self.image_proj, self.adapter_metadata.clip_encoder.layer
@@ -286,8 +291,7 @@ class InfiniteIDPipeline:
                 try:
                     feature_extractor = CLIPImageProcessor.from_pretrained(source)
                 except OSError:
-                    size = image_encoder.config.image_size
-                    feature_extractor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size=size)
+                    feature_extractor = None  # made from the encoder's config below
         if image_encoder is not None:
             image_encoder.requires_grad_(False).eval()
             unet_param = next(self.unet.parameters())
@@ -295,6 +299,11 @@ class InfiniteIDPipeline:
             self.register_modules(image_encoder=image_encoder)
         if feature_extractor is not None:
             self.register_modules(feature_extractor=feature_extractor)
+        if getattr(self, "image_encoder", None) is not None and getattr(self, "feature_extractor", None) is None:
+            # an encoder given as a module, or a model folder without a preprocessor config: CLIP's own
+            # preprocessing (resize, centre crop, CLIP mean/std) at the encoder's input size
+            size = self.image_encoder.config.image_size
+            self.register_modules(feature_extractor=CLIPImageProcessor(size={"shortest_edge": size}, crop_size=size))
 
     def init_adapter(
         self,
@@ -543,10 +552,15 @@ class InfiniteIDPipeline:
     ) -> _TextConditioning:
         raise NotImplementedError
 
+    def _vae_needs_upcast(self) -> bool:
+        """Whether to decode in float32: diffusers does it for SDXL's VAE in float16 (it overflows there); SD 1.x's
+        VAE decodes in float16 (casting it back and forth would cost time and log two warnings per decode)."""
+        return False
+
     # ------------------------------------------------------------------ sampling
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.vae
-        needs_upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        needs_upcast = self._vae_needs_upcast()
         if needs_upcast:
             vae.to(dtype=torch.float32)
         latents = latents.to(dtype=next(vae.post_quant_conv.parameters()).dtype)
@@ -891,6 +905,9 @@ class InfiniteIDStableDiffusionXLPipeline(InfiniteIDPipeline, StableDiffusionXLP
         "negative_pooled_prompt_embeds",
         "negative_add_time_ids",
     ]
+
+    def _vae_needs_upcast(self) -> bool:
+        return self.vae.dtype == torch.float16 and bool(getattr(self.vae.config, "force_upcast", False))
 
     def _check_text_arguments(self, text_args, sdxl_args):
         if text_args["prompt_embeds"] is not None and sdxl_args["pooled_prompt_embeds"] is None:

@@ -394,6 +394,14 @@ class InfiniteIDPipeline:
         self._set_adapter(projection, metadata)
         return metadata
 
+    def load_lora_weights(self, *args: Any, **kwargs: Any):
+        """diffusers' LoRA loading (both streams run the LoRA-adapted UNet); it needs peft, an optional extra."""
+        import importlib.util
+
+        if importlib.util.find_spec("peft") is None:
+            raise ImportError("LoRA loading needs peft: pip install 'infinite-id[lora]' (or pip install peft)")
+        return super().load_lora_weights(*args, **kwargs)
+
     def load_ip_adapter(self, *args: Any, **kwargs: Any):
         """Refused: diffusers' own IP-Adapter loading would replace the Infinite-ID attention processors (and feed
         the image through ``ip_adapter_image``, which this pipeline does not read)."""
@@ -406,7 +414,9 @@ class InfiniteIDPipeline:
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """diffusers' ``save_pretrained``, writing the base model without the adapter: the image cross-attention
         weights live in the UNet's attention processors, but belong in the adapter file (``save_adapter``)."""
-        handle = self.unet.register_state_dict_post_hook(_drop_processor_weights) if is_installed(self.unet) else None
+        # public since torch 2.3 (the private hook behaves the same for an in-place edit on the root module)
+        register = getattr(self.unet, "register_state_dict_post_hook", None) or self.unet._register_state_dict_hook
+        handle = register(_drop_processor_weights) if is_installed(self.unet) else None
         try:
             return super().save_pretrained(save_directory, *args, **kwargs)
         finally:

@@ -103,3 +103,43 @@ def test_adapter_must_come_before_sequential_offload(make_pipe, tmp_path):
     _sequential_offload(pipe)
     with pytest.raises(RuntimeError, match="load the adapter first"):
         pipe.load_adapter(path)
+
+
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (CI and the CPU suite skip it)"
+)
+
+
+@needs_cuda
+def test_on_a_gpu_model_offload_holds_only_the_unet_while_denoising(make_pipe, reference):
+    pipe = make_pipe("sdxl")
+    pipe.enable_model_cpu_offload()
+    devices = []
+    hooked = pipe.unet.forward
+
+    def spy(*args, **kwargs):
+        out = hooked(*args, **kwargs)  # the hook has loaded the UNet and unloaded the model before it
+        modules = {n: m for n, m in pipe.components.items() if isinstance(m, torch.nn.Module)}
+        devices.append({n: next(m.parameters()).device.type for n, m in modules.items()})
+        return out
+
+    pipe.unet.forward = spy
+    torch.cuda.reset_peak_memory_stats()
+    out = _run(pipe, reference)
+    assert np.isfinite(out.images).all()
+    assert devices[0] == {"vae": "cpu", "text_encoder": "cpu", "text_encoder_2": "cpu", "unet": "cuda",
+                          "image_encoder": "cpu"}  # fmt: skip
+    print(f"model offload: peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.1f} MiB")
+
+
+@needs_cuda
+def test_on_a_gpu_sequential_offload_matches_the_resident_pipeline(make_pipe, reference):
+    pipe = make_pipe("sdxl")
+    pipe.to("cuda")
+    expected = _run(pipe, reference)
+    pipe.to("cpu")
+    pipe.enable_sequential_cpu_offload()
+    torch.cuda.reset_peak_memory_stats()
+    out = _run(pipe, reference)
+    np.testing.assert_allclose(out.images, expected.images, atol=1e-3)
+    print(f"sequential offload: peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.1f} MiB")

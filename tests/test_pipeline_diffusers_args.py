@@ -260,3 +260,27 @@ def test_custom_sigmas_mean_the_same(plain_pipes, make_pipe, reference):
         plain.scheduler = original
     np.testing.assert_allclose(text_images, expected, atol=1e-4)
     assert np.abs(default - expected).max() > 1e-4
+
+
+def test_lora_weights_load_through_peft_into_both_streams(tmp_path, tiny_model_dirs, make_pipe, reference):
+    pytest.importorskip("peft", reason="the [lora] extra")
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    source = DiffusionPipeline.from_pretrained(tiny_model_dirs["sd15"])
+    torch.manual_seed(0)
+    config = LoraConfig(
+        r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+    )
+    source.unet.add_adapter(config)
+    StableDiffusionPipeline.save_lora_weights(tmp_path, unet_lora_layers=get_peft_model_state_dict(source.unet))
+
+    plain = DiffusionPipeline.from_pretrained(tiny_model_dirs["sd15"])
+    plain.set_progress_bar_config(disable=True)
+    pipe = make_pipe("sd15")
+    before = _both(plain, pipe, reference)
+    plain.load_lora_weights(tmp_path)
+    pipe.load_lora_weights(tmp_path)
+    expected, images, text_images = _both(plain, pipe, reference)
+    np.testing.assert_allclose(text_images, expected, atol=1e-4)
+    assert np.abs(before[2] - text_images).max() > 1e-3 and np.abs(before[1] - images).max() > 1e-3

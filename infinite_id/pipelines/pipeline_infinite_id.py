@@ -114,8 +114,8 @@ def _check_local_model_folder(name_or_path: str | os.PathLike) -> None:
         raise FileNotFoundError(f"base model folder {path} does not exist")
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(
-            f"{path} is not a diffusers model folder (no model_index.json); a single-file checkpoint can be converted "
-            "with diffusers' StableDiffusionXLPipeline.from_single_file(...).save_pretrained(folder)"
+            f"{path} is not a diffusers model folder (no model_index.json); a single-file checkpoint loads with "
+            "InfiniteIDPipeline.from_single_file(path), and .save_pretrained(folder) converts it to a folder"
         )
 
 

@@ -291,7 +291,8 @@ class InfiniteIDPipeline:
                 try:
                     feature_extractor = CLIPImageProcessor.from_pretrained(source)
                 except OSError:
-                    feature_extractor = None  # made from the encoder's config below
+                    size = image_encoder.config.image_size
+                    feature_extractor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size=size)
         if image_encoder is not None:
             image_encoder.requires_grad_(False).eval()
             unet_param = next(self.unet.parameters())
@@ -300,8 +301,8 @@ class InfiniteIDPipeline:
         if feature_extractor is not None:
             self.register_modules(feature_extractor=feature_extractor)
         if getattr(self, "image_encoder", None) is not None and getattr(self, "feature_extractor", None) is None:
-            # an encoder given as a module, or a model folder without a preprocessor config: CLIP's own
-            # preprocessing (resize, centre crop, CLIP mean/std) at the encoder's input size
+            # an encoder given as a module, or a model folder with an encoder but no feature extractor: CLIP's
+            # own preprocessing (resize, centre crop, CLIP mean/std) at the encoder's input size
             size = self.image_encoder.config.image_size
             self.register_modules(feature_extractor=CLIPImageProcessor(size={"shortest_edge": size}, crop_size=size))
 
@@ -414,7 +415,7 @@ class InfiniteIDPipeline:
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """diffusers' ``save_pretrained``, writing the base model without the adapter: the image cross-attention
         weights live in the UNet's attention processors, but belong in the adapter file (``save_adapter``)."""
-        # public since torch 2.3 (the private hook behaves the same for an in-place edit on the root module)
+        # the public hook of recent torch; the private one of older 2.x behaves the same for an in-place edit
         register = getattr(self.unet, "register_state_dict_post_hook", None) or self.unet._register_state_dict_hook
         handle = register(_drop_processor_weights) if is_installed(self.unet) else None
         try:

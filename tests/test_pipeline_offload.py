@@ -129,6 +129,7 @@ def test_on_a_gpu_model_offload_holds_only_the_unet_while_denoising(make_pipe, r
     assert np.isfinite(out.images).all()
     assert devices[0] == {"vae": "cpu", "text_encoder": "cpu", "text_encoder_2": "cpu", "unet": "cuda",
                           "image_encoder": "cpu"}  # fmt: skip
+    assert next(pipe.image_proj.parameters()).device.type == "cpu"  # the adapter's mappers are offloaded too
     print(f"model offload: peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.1f} MiB")
 
 

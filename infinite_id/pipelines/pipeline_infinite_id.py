@@ -548,7 +548,13 @@ class InfiniteIDPipeline:
         self.image_proj.to(device=self._execution_device)
         cond = combine_tokens(encoder.tokens(id_features), multi_image)
         uncond = combine_tokens(encoder.tokens(encoder.unconditional_features(len(id_features))), multi_image)
+        if self._offloaded():  # like the offloaded components: on the accelerator only while it computes
+            self.image_proj.to(device="cpu")
         return cond, uncond
+
+    def _offloaded(self) -> bool:
+        """Whether diffusers' model or sequential CPU offload hooks are on the pipeline's models."""
+        return any(hasattr(m, "_hf_hook") for m in self.components.values() if isinstance(m, torch.nn.Module))
 
     # ------------------------------------------------------------------ family hooks
     def _encode_text(

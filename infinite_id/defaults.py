@@ -205,7 +205,6 @@ def load_model(
     encoder the adapter needs (the caller builds the analyzer for it when ``analyzer`` is ``None``).
     """
     from .loaders.ip_adapter import (
-        FACEID_ENCODER,
         detect_ip_adapter_kind,
         is_ip_adapter_file,
         load_ip_adapter,
@@ -226,7 +225,9 @@ def load_model(
         kind = detect_ip_adapter_kind(state[0])
         options = dict(ip_adapter_options or {})
         if kind in ("faceid", "faceid-plus"):
-            face_encoder = analyzer.info if analyzer is not None else FACEID_ENCODER
+            # the encoder the file was trained with (load_ip_adapter's default); a chosen analyzer is checked
+            # against it there, as in the Python API, instead of standing in for it
+            face_encoder = None
         elif analyzer is not None:
             face_encoder = analyzer.info
         else:
@@ -240,6 +241,7 @@ def load_model(
             info = load_ip_adapter(
                 pipe, state, name=adapter_path.name, image_encoder=image_encoder, face_encoder=face_encoder, **options
             )
+        face_encoder = pipe.adapter_metadata.face_encoder
         description = f"{public_name(model)} + {info.describe()}"
         notes.append(info.describe())
     else:

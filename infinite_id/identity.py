@@ -14,7 +14,14 @@ from .models.projectors import IdentityProjection
 
 MultiImageMode = Literal["concat", "mean"]
 
-__all__ = ["IdentityEncoder", "IdentityFeatures", "MultiImageMode", "combine_tokens", "interpolate_identities"]
+__all__ = [
+    "IdentityEncoder",
+    "IdentityFeatures",
+    "MultiImageMode",
+    "combine_tokens",
+    "execution_device",
+    "interpolate_identities",
+]
 
 
 @dataclass
@@ -43,6 +50,16 @@ class IdentityFeatures:
         return self.face_embeds.shape[0]
 
 
+def execution_device(module: torch.nn.Module) -> torch.device:
+    """Where ``module`` computes: its offload hook's device under diffusers' model or sequential CPU offload
+    (the weights then wait on the CPU, or on the meta device, until the hook loads them), else its weights'."""
+    for sub in module.modules():
+        device = getattr(getattr(sub, "_hf_hook", None), "execution_device", None)
+        if device is not None:
+            return torch.device(device)
+    return next(module.parameters()).device
+
+
 class IdentityEncoder:
     """Runs the frozen CLIP vision model and the trainable :class:`IdentityProjection`.
 
@@ -62,7 +79,7 @@ class IdentityEncoder:
 
     def _encoder_device_dtype(self) -> tuple[torch.device, torch.dtype]:
         p = next(self.image_encoder.parameters())
-        return p.device, p.dtype
+        return execution_device(self.image_encoder), p.dtype
 
     @torch.no_grad()
     def clip_hidden(self, crops: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:

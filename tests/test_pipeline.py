@@ -258,3 +258,75 @@ def test_bad_arguments_are_clear(make_pipe, reference):
     bare = make_pipe("sd15", adapter=False)
     with pytest.raises(RuntimeError, match="adapter"):
         _run(bare, reference)
+
+
+def test_diffusers_load_ip_adapter_is_refused_with_the_right_loader(make_pipe):
+    pipe = make_pipe("sd15")
+    before = dict(pipe.unet.attn_processors)
+    with pytest.raises(TypeError, match=r"infinite_id\.loaders\.load_ip_adapter"):
+        pipe.load_ip_adapter("h94/IP-Adapter", subfolder="models", weight_name="ip-adapter_sd15.bin")
+    assert dict(pipe.unet.attn_processors) == before
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_save_pretrained_writes_the_base_model_without_the_adapter(family, make_pipe, tmp_path, tiny_model_dirs):
+    from safetensors import safe_open
+
+    pipe = make_pipe(family)
+    pipe.save_pretrained(tmp_path / "saved")
+    (weights,) = (tmp_path / "saved" / "unet").glob("*.safetensors")
+    with safe_open(str(weights), framework="pt") as f:
+        saved = set(f.keys())
+    (original,) = (tiny_model_dirs[family] / "unet").glob("*.safetensors")
+    with safe_open(str(original), framework="pt") as f:
+        assert saved == set(f.keys())
+    assert any(".processor." in k for k in pipe.unet.state_dict())  # training still sees its trainable weights
+    reloaded = InfiniteIDPipeline.from_pretrained(tmp_path / "saved")
+    torch.testing.assert_close(
+        reloaded.unet.state_dict(), DiffusionPipeline.from_pretrained(tiny_model_dirs[family]).unet.state_dict()
+    )
+
+
+@pytest.mark.parametrize(("family", "upcast"), [("sd15", False), ("sdxl", True)])
+def test_float16_vae_is_upcast_only_where_diffusers_does(family, upcast, make_pipe, reference):
+    pipe = make_pipe(family)
+    pipe.to(dtype=torch.float16)
+    assert pipe.vae.config.force_upcast
+    seen = []
+    decode = pipe.vae.decode
+
+    def spy(latents, *args, **kwargs):
+        seen.append(pipe.vae.post_quant_conv.weight.dtype)
+        return decode(latents, *args, **kwargs)
+
+    pipe.vae.decode = spy
+    out = _run(pipe, reference, num_inference_steps=2)
+    assert seen == [torch.float32 if upcast else torch.float16]
+    assert pipe.vae.dtype == torch.float16 and np.isfinite(out.images).all()
+
+
+def test_safety_flags_are_per_stream(make_pipe, reference):
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig
+
+    pipe = make_pipe("sd15")
+    vision = pipe.image_encoder.config
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 4},
+        vision_config=vision.to_dict(),
+        projection_dim=vision.projection_dim,
+    )
+    checker = StableDiffusionSafetyChecker(config).eval()
+    pipe.register_modules(safety_checker=checker)
+    out = _run(pipe, reference, num_images_per_prompt=2, return_text_stream=True)
+    assert len(out.nsfw_content_detected) == 2 and len(out.text_nsfw_content_detected) == 2
+    latents = _run(pipe, reference, num_images_per_prompt=2, return_text_stream=True, output_type="latent")
+    for stream, flags in (
+        (latents.images, out.nsfw_content_detected),
+        (latents.text_images, out.text_nsfw_content_detected),
+    ):
+        with torch.no_grad():
+            decoded = pipe._decode(stream)
+            _, alone = pipe.run_safety_checker(decoded, "cpu", decoded.dtype)
+        assert list(alone) == list(flags)

@@ -59,6 +59,7 @@ __all__ = [
     "is_ip_adapter_file",
     "load_ip_adapter",
     "read_ip_adapter_file",
+    "unfuse_lora",
 ]
 
 #: The face encoder FaceID checkpoints were trained with (their model card: insightface buffalo_l, normed).
@@ -71,6 +72,7 @@ _FAMILY_BY_WIDTH = {768: "SD 1.5", 1024: "SD 2.x", 2048: "SDXL"}
 _LORA_KEY = re.compile(r"^(\d+)\.(to_q_lora|to_k_lora|to_v_lora|to_out_lora)\.(down|up)\.weight$")
 _IP_KEY = re.compile(r"^(\d+)\.(to_k_ip|to_v_ip)\.weight$")
 _PREFIXES = (("image_proj.", "ip_adapter."), ("image_proj_model.", "adapter_modules."))
+_FUSED_LORA = "_infinite_id_fused_lora"  # on the UNet: the FaceID LoRA factors fused into it
 
 
 @dataclass
@@ -319,11 +321,29 @@ def _apply_lora(lora: dict[str, torch.Tensor], unet, scale: float) -> int:
             raise AdapterError(
                 f"LoRA {index}.{name} has shape {tuple(delta.shape)}, the UNet layer {tuple(linear.weight.shape)}"
             )
-        updates.append((linear, delta))
+        updates.append((linear, delta, parts["up"], parts["down"]))
     with torch.no_grad():  # check everything first, then change the UNet
-        for linear, delta in updates:
+        for linear, delta, _, _ in updates:
             linear.weight.copy_((linear.weight.float() + scale * delta.to(linear.weight.device)).to(linear.weight))
+    # what was added, to take it out again (unload_adapter, or the next load); the low-rank factors, not the deltas
+    unet.__dict__[_FUSED_LORA] = [(linear, up, down, scale) for linear, _, up, down in updates]
     return len({index for index, _ in grouped})
+
+
+def unfuse_lora(unet) -> bool:
+    """Subtract a FaceID LoRA that :func:`load_ip_adapter` fused into ``unet``; returns whether there was one.
+
+    The weights come back up to rounding (exactly in float32 up to float error, within half-precision rounding
+    in float16/bfloat16)."""
+    fused = unet.__dict__.pop(_FUSED_LORA, None)
+    if not fused:
+        return False
+    with torch.no_grad():
+        for linear, up, down, scale in fused:
+            delta = (up.float() @ down.float()).to(linear.weight.device)
+            linear.weight.copy_((linear.weight.float() - scale * delta).to(linear.weight))
+    logger.warning("FaceID LoRA taken out of the UNet again (%d layers)", len({id(f[0]) for f in fused}))
+    return True
 
 
 def load_ip_adapter(
@@ -354,6 +374,7 @@ def load_ip_adapter(
         name: the file name to report (and to tell PlusV2 by) when state dicts are given.
     """
     source = name or ("state dict" if isinstance(path_or_state, tuple) else str(path_or_state))
+    pipe._check_weights_in_place()
     image_proj, ip = path_or_state if isinstance(path_or_state, tuple) else read_ip_adapter_file(path_or_state)
     kind = detect_ip_adapter_kind(image_proj)
     if shortcut is None:
@@ -421,6 +442,7 @@ def load_ip_adapter(
         check_compatible(face_encoder, pipe.face_analyzer.info)
 
     load_state_strict(projection, image_proj, f"IP-Adapter {kind} image_proj")
+    unfuse_lora(pipe.unet)  # a previous FaceID load's LoRA: replaced, not added a second time
     install_processors(pipe.unet, init_from_text=False)
     load_state_strict(processor_module_list(pipe.unet), ip_sd, "ip_adapter (image cross-attention)")
     lora_done = "none"
@@ -430,7 +452,7 @@ def load_ip_adapter(
             lora_done = f"fused into {layers} attention layers"
             logger.warning(
                 "FaceID LoRA fused into the UNet (%d layers): both streams now run the LoRA-adapted base model; "
-                "reload the base model to remove it",
+                "unload_adapter() takes it out again",
                 layers,
             )
         else:

@@ -21,6 +21,8 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.loaders import TextualInversionLoaderMixin
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 from diffusers.utils import BaseOutput
 
@@ -49,6 +51,7 @@ from ..faces.precomputed import load_embeddings
 from ..identity import IdentityEncoder, IdentityFeatures, MultiImageMode, combine_tokens
 from ..models.projectors import IdentityProjection, IdentityProjectionConfig
 from ..prompts import names_style
+from ..sampling import call_progress, classifier_free_guidance, window_active
 
 ImageInput = str | os.PathLike | PIL.Image.Image | np.ndarray
 AdaINArg = bool | Literal["auto", "mean", "full", "off"]
@@ -63,11 +66,13 @@ __all__ = [
 
 @dataclass
 class InfiniteIDPipelineOutput(BaseOutput):
-    """``images``: the identity stream (the result); ``text_images``: the text stream, when asked for."""
+    """``images``: the identity stream (the result); ``text_images``: the text stream, when asked for. The safety
+    checker's flags (when the base model has one) are per stream: ``nsfw_content_detected[i]`` is ``images[i]``'s."""
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     text_images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None = None
     nsfw_content_detected: list[bool] | None = None
+    text_nsfw_content_detected: list[bool] | None = None
 
 
 @dataclass
@@ -90,16 +95,11 @@ def _resolve_adain(adain: AdaINArg, prompts: Sequence[str]) -> AdaIN:
     raise ValueError(f"adain must be 'auto', True/'mean', False/'off' or 'full', got {adain!r}")
 
 
-def _window_active(window: tuple[float, float], step: int, num_steps: int) -> bool:
-    start, end = window
-    return start * num_steps <= step < end * num_steps
-
-
 def _check_window(name: str, window: tuple[float, float]) -> tuple[float, float]:
     start, end = (float(w) for w in window)
     if not 0.0 <= start <= end <= 1.0:
         raise ValueError(
-            f"{name} must be (start, end) fractions of the steps with 0 <= start <= end <= 1, got {window}"
+            f"{name} must be (start, end) fractions of the denoising with 0 <= start <= end <= 1, got {window}"
         )
     return start, end
 
@@ -114,9 +114,15 @@ def _check_local_model_folder(name_or_path: str | os.PathLike) -> None:
         raise FileNotFoundError(f"base model folder {path} does not exist")
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(
-            f"{path} is not a diffusers model folder (no model_index.json); a single-file checkpoint can be converted "
-            "with diffusers' StableDiffusionXLPipeline.from_single_file(...).save_pretrained(folder)"
+            f"{path} is not a diffusers model folder (no model_index.json); a single-file checkpoint loads with "
+            "InfiniteIDPipeline.from_single_file(path), and .save_pretrained(folder) converts it to a folder"
         )
+
+
+def _drop_processor_weights(module, state_dict: dict[str, torch.Tensor], prefix: str, local_metadata) -> None:
+    """State-dict hook: leave out the Infinite-ID processors' weights (``...processor.to_k_ip.weight``)."""
+    for key in [k for k in state_dict if k.startswith(prefix) and ".processor." in k]:
+        del state_dict[key]
 
 
 def _generators(generator) -> list[torch.Generator]:
@@ -129,8 +135,6 @@ class InfiniteIDPipeline:
     ``InfiniteIDPipeline.from_pretrained(...)`` picks the right subclass from the base model's
     ``model_index.json``; the subclasses can also be used directly.
     """
-
-    _callback_tensor_inputs = ["latents", "text_latents", "prompt_embeds"]
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -160,6 +164,60 @@ class InfiniteIDPipeline:
             "UNet pipeline; Infinite-ID needs a UNet with text cross-attention"
         )
 
+    @classmethod
+    def from_single_file(cls, pretrained_model_link_or_path: str | os.PathLike, **kwargs):
+        """Load an original-layout checkpoint (``.safetensors``/``.ckpt``, as on Civitai) into the matching
+        Infinite-ID pipeline; ``config=<diffusers folder or hub id>`` gives its components' configs offline."""
+        if cls is InfiniteIDPipeline:
+            target = cls.pipeline_class_for_single_file(pretrained_model_link_or_path, config=kwargs.get("config"))
+            return target.from_single_file(pretrained_model_link_or_path, **kwargs)
+        return super().from_single_file(pretrained_model_link_or_path, **kwargs)
+
+    @classmethod
+    def from_pipe(cls, pipeline, **kwargs):
+        """An Infinite-ID pipeline sharing ``pipeline``'s components (no copy), e.g. from a plain
+        ``StableDiffusionXLPipeline`` already in memory."""
+        if cls is InfiniteIDPipeline:
+            components = getattr(pipeline, "components", {})
+            if "unet" not in components or "text_encoder" not in components:
+                raise ValueError(
+                    f"{type(pipeline).__name__} has no UNet with a text encoder: Infinite-ID needs an SDXL or "
+                    "SD 1.x/2.x pipeline"
+                )
+            target = (
+                InfiniteIDStableDiffusionXLPipeline
+                if "text_encoder_2" in components
+                else InfiniteIDStableDiffusionPipeline
+            )
+            return target.from_pipe(pipeline, **kwargs)
+        return super().from_pipe(pipeline, **kwargs)
+
+    @staticmethod
+    def pipeline_class_for_single_file(path: str | os.PathLike, config: str | os.PathLike | None = None) -> type:
+        """The Infinite-ID subclass for a single-file checkpoint: from ``config`` when given, else from the
+        checkpoint's keys as diffusers reads them (a ``.safetensors`` header is read without loading tensors)."""
+        if config is not None:
+            return InfiniteIDPipeline.pipeline_class_for(config)
+        from diffusers.loaders.single_file_utils import infer_diffusers_model_type, load_single_file_checkpoint
+
+        path = Path(path).expanduser()
+        if path.suffix == ".safetensors" and path.is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                checkpoint = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}  # noqa: SIM118
+        else:
+            checkpoint = load_single_file_checkpoint(str(path))
+        model_type = infer_diffusers_model_type(checkpoint)
+        if model_type in ("xl_base", "playground-v2-5"):
+            return InfiniteIDStableDiffusionXLPipeline
+        if model_type in ("v1", "v2"):
+            return InfiniteIDStableDiffusionPipeline
+        raise ValueError(
+            f"{path} is a {model_type!r} checkpoint to diffusers; Infinite-ID runs SDXL base and SD 1.x/2.x text-to-"
+            "image checkpoints (not refiners, inpainting or other model types)"
+        )
+
     @property
     def family(self) -> str:
         return unet_family(self.unet)
@@ -183,9 +241,14 @@ class InfiniteIDPipeline:
             return custom
         if self.image_proj is None:
             raise RuntimeError("no Infinite-ID adapter: call load_adapter(...) or init_adapter(...) first")
-        if self.image_encoder is None or self.feature_extractor is None:
+        if self.image_encoder is None:
             raise RuntimeError(
                 "the pipeline has no CLIP image encoder: pass image_encoder=<folder or hub id> to load_adapter"
+            )
+        if self.feature_extractor is None:
+            raise RuntimeError(
+                "the pipeline's image encoder has no feature_extractor (its CLIPImageProcessor): pass "
+                "feature_extractor=... to load_adapter"
             )
         return IdentityEncoder(
             self.image_encoder, self.feature_extractor, self.image_proj, self.adapter_metadata.clip_encoder.layer
@@ -206,6 +269,14 @@ class InfiniteIDPipeline:
         self.__dict__["_infinite_id_image_proj"] = projection
         self.__dict__["_infinite_id_metadata"] = metadata
         self.__dict__["_infinite_id_identity_encoder"] = identity_encoder
+
+    def _check_weights_in_place(self) -> None:
+        """Adapters are installed into the UNet's layers: under sequential offload those hold no weights (they wait
+        on the meta device for their hook), so the adapter must come first."""
+        if next(self.unet.parameters()).device.type == "meta":
+            raise RuntimeError(
+                "the UNet is under enable_sequential_cpu_offload: load the adapter first, then enable the offload"
+            )
 
     def _set_image_encoder(self, image_encoder, feature_extractor) -> None:
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
@@ -229,6 +300,11 @@ class InfiniteIDPipeline:
             self.register_modules(image_encoder=image_encoder)
         if feature_extractor is not None:
             self.register_modules(feature_extractor=feature_extractor)
+        if getattr(self, "image_encoder", None) is not None and getattr(self, "feature_extractor", None) is None:
+            # an encoder given as a module, or a model folder with an encoder but no feature extractor: CLIP's
+            # own preprocessing (resize, centre crop, CLIP mean/std) at the encoder's input size
+            size = self.image_encoder.config.image_size
+            self.register_modules(feature_extractor=CLIPImageProcessor(size={"shortest_edge": size}, crop_size=size))
 
     def init_adapter(
         self,
@@ -241,6 +317,7 @@ class InfiniteIDPipeline:
     ) -> IdentityProjection:
         """Create a fresh, untrained adapter (the start of training): new mappers, ``to_k_ip``/``to_v_ip``
         copied from ``to_k``/``to_v``. Returns the projection module."""
+        self._check_weights_in_place()
         self._set_image_encoder(image_encoder, feature_extractor)
         if projection_config.cross_attention_dim != self.unet.config.cross_attention_dim:
             raise ValueError(
@@ -301,18 +378,51 @@ class InfiniteIDPipeline:
             )
         image_proj_sd, ip_sd, metadata = load_adapter_file(path)
         metadata.check_unet(self.unet, self.family)
+        self._check_weights_in_place()
         self._set_image_encoder(image_encoder, feature_extractor)
         self._check_image_encoder(metadata)
         if self.face_analyzer is not None:
             self._check_face_analyzer(metadata, self.face_analyzer)
         projection = IdentityProjection(metadata.projection)
         load_state_strict(projection, image_proj_sd, "image_proj (mappers)")
+        from ..loaders.ip_adapter import unfuse_lora
+
+        unfuse_lora(self.unet)  # a FaceID LoRA from an earlier IP-Adapter load belongs to that adapter
         install_processors(self.unet, init_from_text=False)
         load_state_strict(processor_module_list(self.unet), ip_sd, "ip_adapter (image cross-attention)")
         param = next(self.unet.parameters())
         projection.to(device=param.device, dtype=param.dtype).eval()
         self._set_adapter(projection, metadata)
         return metadata
+
+    def load_lora_weights(self, *args: Any, **kwargs: Any):
+        """diffusers' LoRA loading (both streams run the LoRA-adapted UNet); it needs peft, an optional extra."""
+        import importlib.util
+
+        if importlib.util.find_spec("peft") is None:
+            raise ImportError("LoRA loading needs peft: pip install 'infinite-id[lora]' (or pip install peft)")
+        return super().load_lora_weights(*args, **kwargs)
+
+    def load_ip_adapter(self, *args: Any, **kwargs: Any):
+        """Refused: diffusers' own IP-Adapter loading would replace the Infinite-ID attention processors (and feed
+        the image through ``ip_adapter_image``, which this pipeline does not read)."""
+        raise TypeError(
+            "pipe.load_ip_adapter is diffusers' IP-Adapter path, which would replace the Infinite-ID processors: use "
+            "infinite_id.loaders.load_ip_adapter(pipe, 'ip-adapter-....bin') to run IP-Adapter face files as the "
+            "identity stream"
+        )
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """diffusers' ``save_pretrained``, writing the base model without the adapter: the image cross-attention
+        weights live in the UNet's attention processors, but belong in the adapter file (``save_adapter``)."""
+        # the public hook of recent torch; the private one of older 2.x behaves the same for an in-place edit
+        register = getattr(self.unet, "register_state_dict_post_hook", None) or self.unet._register_state_dict_hook
+        handle = register(_drop_processor_weights) if is_installed(self.unet) else None
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if handle is not None:
+                handle.remove()
 
     def save_adapter(self, path: str | os.PathLike, training: dict[str, Any] | None = None) -> Path:
         """Write the adapter (mappers + image cross-attention + metadata) as safetensors; returns the file."""
@@ -324,7 +434,10 @@ class InfiniteIDPipeline:
         return save_adapter_file(path, self.image_proj, self.unet, metadata)
 
     def unload_adapter(self) -> None:
-        """Remove the adapter: default processors again, projection dropped."""
+        """Remove the adapter: default processors again, projection dropped, a fused FaceID LoRA taken out."""
+        from ..loaders.ip_adapter import unfuse_lora
+
+        unfuse_lora(self.unet)
         if is_installed(self.unet):
             uninstall_processors(self.unet)
         self.__dict__.pop("_infinite_id_image_proj", None)
@@ -435,18 +548,36 @@ class InfiniteIDPipeline:
         self.image_proj.to(device=self._execution_device)
         cond = combine_tokens(encoder.tokens(id_features), multi_image)
         uncond = combine_tokens(encoder.tokens(encoder.unconditional_features(len(id_features))), multi_image)
+        if self._offloaded():  # like the offloaded components: on the accelerator only while it computes
+            self.image_proj.to(device="cpu")
         return cond, uncond
+
+    def _offloaded(self) -> bool:
+        """Whether diffusers' model or sequential CPU offload hooks are on the pipeline's models."""
+        return any(hasattr(m, "_hf_hook") for m in self.components.values() if isinstance(m, torch.nn.Module))
 
     # ------------------------------------------------------------------ family hooks
     def _encode_text(
-        self, prompt, negative_prompt, device, num_images_per_prompt: int, do_cfg: bool, height: int, width: int
+        self,
+        text_args: dict[str, Any],
+        sdxl_args: dict[str, Any],
+        device,
+        num_images_per_prompt: int,
+        do_cfg: bool,
+        height: int,
+        width: int,
     ) -> _TextConditioning:
         raise NotImplementedError
+
+    def _vae_needs_upcast(self) -> bool:
+        """Whether to decode in float32: diffusers does it for SDXL's VAE in float16 (it overflows there); SD 1.x's
+        VAE decodes in float16 (casting it back and forth would cost time and log two warnings per decode)."""
+        return False
 
     # ------------------------------------------------------------------ sampling
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.vae
-        needs_upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        needs_upcast = self._vae_needs_upcast()
         if needs_upcast:
             vae.to(dtype=torch.float32)
         latents = latents.to(dtype=next(vae.post_quant_conv.parameters()).dtype)
@@ -464,10 +595,16 @@ class InfiniteIDPipeline:
             vae.to(dtype=torch.float16)
         return image
 
+    # ------------------------------------------------------------------ diffusers' call-time properties
+    # (read by diffusers' callbacks, e.g. SDCFGCutoffCallback; the SD 1.5 base class has no denoising_end)
+    @property
+    def denoising_end(self) -> float | None:
+        return self.__dict__.get("_denoising_end")
+
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | list[str],
+        prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
         *,
         id_images: ImageInput | IdentityCrop | Sequence[ImageInput | IdentityCrop] | None = None,
@@ -476,11 +613,16 @@ class InfiniteIDPipeline:
         id_tokens: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
         face_index: int | None = None,
         multi_image: MultiImageMode = "concat",
+        prompt_2: str | list[str] | None = None,
+        negative_prompt_2: str | list[str] | None = None,
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 30,
         timesteps: list[int] | None = None,
+        sigmas: list[float] | None = None,
+        denoising_end: float | None = None,
         guidance_scale: float = 5.0,
+        guidance_rescale: float = 0.0,
         id_scale: float = 1.0,
         adain: AdaINArg = "auto",
         self_attention: SelfAttentionMode = "mixed",
@@ -491,6 +633,17 @@ class InfiniteIDPipeline:
         eta: float = 0.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
+        original_size: tuple[int, int] | None = None,
+        crops_coords_top_left: tuple[int, int] | None = None,
+        target_size: tuple[int, int] | None = None,
+        negative_original_size: tuple[int, int] | None = None,
+        negative_crops_coords_top_left: tuple[int, int] | None = None,
+        negative_target_size: tuple[int, int] | None = None,
+        clip_skip: int | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         cross_attention_kwargs: dict[str, Any] | None = None,
@@ -504,10 +657,18 @@ class InfiniteIDPipeline:
         ``(cond, uncond)``, each ``(1, tokens, dim)``).
 
         Method controls: ``id_scale`` weighs the image cross-attention; ``adain`` is ``"auto"`` (AdaIN-mean when
-        the prompt names a style), ``True``/``"mean"``, ``False``/``"off"`` or ``"full"`` (ablation);
-        ``self_attention`` is ``"mixed"`` (the paper), ``"mutual"`` or ``"independent"`` (ablations); the windows
-        are ``(start, end)`` fractions of the denoising steps during which mixed attention / ID injection act.
+        the prompt names a style; off with ``prompt_embeds``, which carry no text to read), ``True``/``"mean"``,
+        ``False``/``"off"`` or ``"full"`` (ablation); ``self_attention`` is ``"mixed"`` (the paper), ``"mutual"``
+        or ``"independent"`` (ablations); the windows are ``(start, end)`` fractions of the denoising during which
+        mixed attention / ID injection act, measured on the scheduler's timesteps (see
+        :func:`infinite_id.sampling.call_progress`), so they mean the same on one- and two-call schedulers.
         ``return_text_stream`` also returns the text stream's images (``text_images``).
+
+        The other arguments are diffusers' (``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline``) and mean
+        the same: precomputed ``prompt_embeds`` (Compel, long prompts), ``clip_skip``, ``guidance_rescale``,
+        ``timesteps``/``sigmas``, ``denoising_end``, and on SDXL ``prompt_2``, pooled embeddings and the size
+        conditioning. diffusers' ``ip_adapter_image`` arguments have no place here: the identity is the input
+        above.
         """
         if self.image_proj is None and id_tokens is None:
             raise RuntimeError("no Infinite-ID adapter: call load_adapter(...) first")
@@ -515,14 +676,51 @@ class InfiniteIDPipeline:
             raise ValueError(f"self_attention must be 'mixed', 'mutual' or 'independent', got {self_attention!r}")
         if num_inference_steps < 1:
             raise ValueError("num_inference_steps must be >= 1")
+        if id_tokens is None and id_features is None and id_images is None:
+            raise ValueError(
+                "Infinite-ID needs the reference photo: its CLIP branch reads the face crop. Pass id_images "
+                "(with face_embeds when no face analyzer is set), id_features or id_tokens"
+            )
+        if denoising_end is not None and not 0.0 < denoising_end <= 1.0:
+            raise ValueError(f"denoising_end must be a fraction in (0, 1], got {denoising_end}")
+        if not 0.0 <= guidance_rescale <= 1.0:
+            raise ValueError(f"guidance_rescale must be in [0, 1], got {guidance_rescale}")
         mixed_attention_window = _check_window("mixed_attention_window", mixed_attention_window)
         id_window = _check_window("id_window", id_window)
         if not is_installed(self.unet):
             raise RuntimeError("the UNet has no Infinite-ID processors: call load_adapter(...) first")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("give either prompt or prompt_embeds (not both)")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("give either negative_prompt or negative_prompt_embeds (not both)")
+        prompts = [] if prompt is None else [prompt] if isinstance(prompt, str) else list(prompt)
+        batch_size = len(prompts) if prompt is not None else prompt_embeds.shape[0]
         if isinstance(negative_prompt, str):
-            negative_prompt = [negative_prompt] * len(prompts)
+            negative_prompt = [negative_prompt] * batch_size
+        text_args = {
+            "prompt": prompts or None,
+            "negative_prompt": negative_prompt,
+            "prompt_embeds": prompt_embeds,
+            "negative_prompt_embeds": negative_prompt_embeds,
+            "clip_skip": clip_skip,
+            "lora_scale": (cross_attention_kwargs or {}).get("scale"),
+        }
+        sdxl_args = {
+            "prompt_2": prompt_2,
+            "negative_prompt_2": negative_prompt_2,
+            "pooled_prompt_embeds": pooled_prompt_embeds,
+            "negative_pooled_prompt_embeds": negative_pooled_prompt_embeds,
+            "original_size": original_size,
+            "crops_coords_top_left": crops_coords_top_left,
+            "target_size": target_size,
+            "negative_original_size": negative_original_size,
+            "negative_crops_coords_top_left": negative_crops_coords_top_left,
+            "negative_target_size": negative_target_size,
+        }
+        self._check_text_arguments(text_args, sdxl_args)
         adain_mode = _resolve_adain(adain, prompts)
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
@@ -532,15 +730,26 @@ class InfiniteIDPipeline:
         height, width = height or default, width or default
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
             raise ValueError(f"height and width must be multiples of {self.vae_scale_factor}, got {height}x{width}")
+        # diffusers' properties, read by its callbacks (a callback may change _guidance_scale mid-run)
+        self._guidance_scale = guidance_scale
+        self._guidance_rescale = guidance_rescale
+        self._clip_skip = clip_skip
+        self._cross_attention_kwargs = cross_attention_kwargs
+        self._denoising_end = denoising_end
+        self._interrupt = False
         device = self._execution_device
-        do_cfg = guidance_scale > 1.0 and self.unet.config.time_cond_proj_dim is None
-        batch = len(prompts) * num_images_per_prompt
+        do_cfg = self.do_classifier_free_guidance
+        batch = batch_size * num_images_per_prompt
         if generator is None:
             generator = torch.Generator().manual_seed(random.randrange(2**63))
         if isinstance(generator, list) and len(generator) != batch:
             raise ValueError(f"got {len(generator)} generators for {batch} images")
 
-        # 1. Identity tokens, rows aligned with the identity stream: [uncond x batch, cond x batch].
+        # 1. Text conditioning, shared by both streams. Encoded before the identity so that model offload's chain
+        #    (text encoders -> image encoder -> UNet -> VAE) frees each model when the next one runs.
+        text = self._encode_text(text_args, sdxl_args, device, num_images_per_prompt, do_cfg, height, width)
+
+        # 2. Identity tokens, rows aligned with the identity stream: [uncond x batch, cond x batch].
         if id_tokens is None:
             cond, uncond = self.encode_identity(id_images, face_embeds, id_features, face_index, multi_image)
         elif isinstance(id_tokens, tuple):
@@ -551,18 +760,21 @@ class InfiniteIDPipeline:
             cond, uncond = id_tokens, None
         unet_dtype = self.unet.dtype
         cond = cond.to(device=device, dtype=unet_dtype).expand(batch, -1, -1)
-        id_rows_tokens = cond
-        if do_cfg:
-            id_rows_tokens = torch.cat([uncond.to(device=device, dtype=unet_dtype).expand(batch, -1, -1), cond])
+        if uncond is not None:
+            uncond = uncond.to(device=device, dtype=unet_dtype).expand(batch, -1, -1)
 
-        # 2. Text conditioning, shared by both streams.
-        text = self._encode_text(prompts, negative_prompt, device, num_images_per_prompt, do_cfg, height, width)
-
-        # 3. Timesteps; one scheduler per stream so each keeps its own multistep history.
-        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps)
+        # 3. Timesteps; one scheduler per stream so each keeps its own multistep history and step index.
+        timesteps, num_inference_steps = retrieve_timesteps(
+            self.scheduler, num_inference_steps, device, timesteps, sigmas
+        )
+        if denoising_end is not None and denoising_end < 1.0:
+            cutoff = round(self.scheduler.config.num_train_timesteps * (1.0 - denoising_end))
+            num_inference_steps = int((timesteps >= cutoff).sum())
+            timesteps = timesteps[:num_inference_steps]
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)
         id_scheduler = copy.deepcopy(self.scheduler)
+        progress = call_progress(timesteps)
 
         # 4. The same initial noise for both streams.
         latents = self.prepare_latents(
@@ -573,34 +785,42 @@ class InfiniteIDPipeline:
 
         uses_text_stream = self_attention != "independent" or return_text_stream
         streams = 2 if uses_text_stream else 1
-        rows_per_stream = text.embeds.shape[0]
-        embeds = text.embeds.repeat(streams, 1, 1)
-        added = None if text.added is None else {k: v.repeat(streams, 1) for k, v in text.added.items()}
+        prompt_embeds, added = text.embeds, text.added
         user_kwargs = dict(cross_attention_kwargs or {})
 
         self._num_timesteps = len(timesteps)
-        self._interrupt = False
         num_warmup = max(len(timesteps) - num_inference_steps * self.scheduler.order, 0)
         with self.progress_bar(total=num_inference_steps) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self._interrupt:
-                    break
-                mixed_now = _window_active(mixed_attention_window, i, num_inference_steps)
+                    continue
+                halves = 2 if do_cfg else 1
+                if prompt_embeds.shape[0] != halves * batch:
+                    raise ValueError(
+                        f"prompt_embeds has {prompt_embeds.shape[0]} rows at step {i}, the step needs {halves * batch}"
+                        " (with guidance: negative then positive rows); a callback changed one without the other"
+                    )
+                if do_cfg and uncond is None:
+                    raise ValueError("guidance switched on mid-run, but id_tokens has no unconditional part")
+                id_rows_tokens = torch.cat([uncond, cond]) if do_cfg else cond
+                mixed_now = window_active(mixed_attention_window, progress[i])
                 state = InfiniteIDAttentionState(
-                    text_rows=rows_per_stream if uses_text_stream else 0,
+                    text_rows=prompt_embeds.shape[0] if uses_text_stream else 0,
                     id_tokens=id_rows_tokens,
-                    id_scale=id_scale if _window_active(id_window, i, num_inference_steps) else 0.0,
+                    id_scale=id_scale if window_active(id_window, progress[i]) else 0.0,
                     self_attention=self_attention if mixed_now else "independent",
                     adain=adain_mode,
                 )
-                per_stream = [text_latents, latents] if uses_text_stream else [latents]
-                model_input = torch.cat([x for x in per_stream for _ in range(2 if do_cfg else 1)])
-                model_input = self.scheduler.scale_model_input(model_input, t)
+                # Each stream's input is scaled by its own scheduler: sigma-scaled schedulers (Euler, LMS, Heun,
+                # KDPM2) read the sigma of their own step index, and without the text stream only id_scheduler steps.
+                per_stream = [(self.scheduler, text_latents)] if uses_text_stream else []
+                per_stream.append((id_scheduler, latents))
+                model_input = torch.cat([s.scale_model_input(torch.cat([x] * halves), t) for s, x in per_stream])
                 noise = self.unet(
                     model_input,
                     t,
-                    encoder_hidden_states=embeds,
-                    added_cond_kwargs=added,
+                    encoder_hidden_states=prompt_embeds.repeat(streams, 1, 1),
+                    added_cond_kwargs=None if added is None else {k: v.repeat(streams, 1) for k, v in added.items()},
                     cross_attention_kwargs={**user_kwargs, "infinite_id": state},
                     return_dict=False,
                 )[0]
@@ -608,7 +828,9 @@ class InfiniteIDPipeline:
                 for chunk in noise.chunk(streams):
                     if do_cfg:
                         uncond_pred, cond_pred = chunk.chunk(2)
-                        chunk = uncond_pred + guidance_scale * (cond_pred - uncond_pred)
+                        chunk = classifier_free_guidance(
+                            uncond_pred, cond_pred, self._guidance_scale, self._guidance_rescale
+                        )
                     guided.append(chunk)
 
                 # Step each stream with the same random draws (stochastic samplers stay in lock-step).
@@ -622,24 +844,60 @@ class InfiniteIDPipeline:
                 latents = id_scheduler.step(guided[-1], t, latents, **extra_step_kwargs, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
-                    local = {"latents": latents, "text_latents": text_latents, "prompt_embeds": text.embeds}
+                    local = self._callback_locals(latents, text_latents, prompt_embeds, added, do_cfg)
                     outputs = callback_on_step_end(
                         self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs}
                     )
                     latents = outputs.pop("latents", latents)
                     text_latents = outputs.pop("text_latents", text_latents)
+                    prompt_embeds = outputs.pop("prompt_embeds", prompt_embeds)
+                    if added is not None:
+                        added = {
+                            "text_embeds": outputs.pop("add_text_embeds", added["text_embeds"]),
+                            "time_ids": outputs.pop("add_time_ids", added["time_ids"]),
+                        }
+                    do_cfg = self.do_classifier_free_guidance  # SDCFGCutoffCallback sets _guidance_scale to 0
                 if i == len(timesteps) - 1 or ((i + 1) > num_warmup and (i + 1) % self.scheduler.order == 0):
                     progress_bar.update()
 
-        images, text_images, nsfw = self._finish(latents, text_latents if return_text_stream else None, output_type)
+        images, text_images, nsfw, text_nsfw = self._finish(
+            latents, text_latents if return_text_stream else None, output_type
+        )
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, text_images)
-        return InfiniteIDPipelineOutput(images=images, text_images=text_images, nsfw_content_detected=nsfw)
+        return InfiniteIDPipelineOutput(
+            images=images,
+            text_images=text_images,
+            nsfw_content_detected=nsfw,
+            text_nsfw_content_detected=text_nsfw,
+        )
+
+    @staticmethod
+    def _callback_locals(latents, text_latents, prompt_embeds, added, do_cfg: bool) -> dict[str, torch.Tensor]:
+        """The tensors a step-end callback may read, under diffusers' names (prompt rows ``[uncond; cond]``)."""
+        half = prompt_embeds.shape[0] // 2 if do_cfg else 0
+        local = {
+            "latents": latents,
+            "text_latents": text_latents,
+            "prompt_embeds": prompt_embeds,
+            "negative_prompt_embeds": prompt_embeds[:half] if do_cfg else None,
+        }
+        if added is not None:
+            local["add_text_embeds"] = added["text_embeds"]
+            local["add_time_ids"] = added["time_ids"]
+            local["negative_pooled_prompt_embeds"] = added["text_embeds"][:half] if do_cfg else None
+            local["negative_add_time_ids"] = added["time_ids"][:half] if do_cfg else None
+        return local
+
+    def _check_text_arguments(self, text_args: dict[str, Any], sdxl_args: dict[str, Any]) -> None:
+        """Family-specific checks of the prompt arguments, before any model runs."""
+        raise NotImplementedError
 
     def _finish(self, latents, text_latents, output_type: str):
+        """Decode both streams in one VAE call; the safety checker's flags are split per stream like the images."""
         if output_type == "latent":
-            return latents, text_latents, None
+            return latents, text_latents, None, None
         both = latents if text_latents is None else torch.cat([latents, text_latents])
         decoded = self._decode(both)
         nsfw = None
@@ -649,41 +907,121 @@ class InfiniteIDPipeline:
             decoded = self.watermark.apply_watermark(decoded)
         pictures = self.image_processor.postprocess(decoded, output_type=output_type)
         n = latents.shape[0]
-        return pictures[:n], (pictures[n:] if text_latents is not None else None), nsfw
+        text_pictures = pictures[n:] if text_latents is not None else None
+        text_nsfw = None if nsfw is None or text_latents is None else list(nsfw[n:])
+        return pictures[:n], text_pictures, (None if nsfw is None else list(nsfw[:n])), text_nsfw
 
 
 class InfiniteIDStableDiffusionXLPipeline(InfiniteIDPipeline, StableDiffusionXLPipeline):
     """Infinite-ID on Stable Diffusion XL (the paper's base model)."""
 
-    def _encode_text(self, prompt, negative_prompt, device, num_images_per_prompt, do_cfg, height, width):
+    _callback_tensor_inputs = [
+        *StableDiffusionXLPipeline._callback_tensor_inputs,
+        "text_latents",
+        "negative_prompt_embeds",
+        "negative_pooled_prompt_embeds",
+        "negative_add_time_ids",
+    ]
+
+    def _vae_needs_upcast(self) -> bool:
+        return self.vae.dtype == torch.float16 and bool(getattr(self.vae.config, "force_upcast", False))
+
+    def _check_text_arguments(self, text_args, sdxl_args):
+        if text_args["prompt_embeds"] is not None and sdxl_args["pooled_prompt_embeds"] is None:
+            raise ValueError("with prompt_embeds, pass pooled_prompt_embeds too (encode_prompt returns both)")
+        if text_args["negative_prompt_embeds"] is not None and sdxl_args["negative_pooled_prompt_embeds"] is None:
+            raise ValueError(
+                "with negative_prompt_embeds, pass negative_pooled_prompt_embeds too (encode_prompt returns both)"
+            )
+
+    def _encode_text(self, text_args, sdxl_args, device, num_images_per_prompt, do_cfg, height, width):
         embeds, neg_embeds, pooled, neg_pooled = self.encode_prompt(
-            prompt=prompt,
+            prompt=text_args["prompt"],
+            prompt_2=sdxl_args["prompt_2"],
             device=device,
             num_images_per_prompt=num_images_per_prompt,
             do_classifier_free_guidance=do_cfg,
-            negative_prompt=negative_prompt,
+            negative_prompt=text_args["negative_prompt"],
+            negative_prompt_2=sdxl_args["negative_prompt_2"],
+            prompt_embeds=text_args["prompt_embeds"],
+            negative_prompt_embeds=text_args["negative_prompt_embeds"],
+            pooled_prompt_embeds=sdxl_args["pooled_prompt_embeds"],
+            negative_pooled_prompt_embeds=sdxl_args["negative_pooled_prompt_embeds"],
+            lora_scale=text_args["lora_scale"],
+            clip_skip=text_args["clip_skip"],
         )
         projection_dim = (
             int(pooled.shape[-1]) if self.text_encoder_2 is None else self.text_encoder_2.config.projection_dim
         )
-        time_ids = self._get_add_time_ids(
-            (height, width), (0, 0), (height, width), dtype=embeds.dtype, text_encoder_projection_dim=projection_dim
-        ).to(device)
-        time_ids = time_ids.repeat(embeds.shape[0], 1)
+
+        def time_ids(original, crop, target) -> torch.Tensor:
+            ids = self._get_add_time_ids(
+                tuple(original or (height, width)),
+                tuple(crop or (0, 0)),
+                tuple(target or (height, width)),
+                dtype=embeds.dtype,
+                text_encoder_projection_dim=projection_dim,
+            )
+            return ids.to(device).repeat(embeds.shape[0], 1)
+
+        pos_ids = time_ids(sdxl_args["original_size"], sdxl_args["crops_coords_top_left"], sdxl_args["target_size"])
+        neg_ids = pos_ids
+        if sdxl_args["negative_original_size"] is not None and sdxl_args["negative_target_size"] is not None:
+            neg_ids = time_ids(
+                sdxl_args["negative_original_size"],
+                sdxl_args["negative_crops_coords_top_left"],
+                sdxl_args["negative_target_size"],
+            )
         if do_cfg:
             embeds = torch.cat([neg_embeds, embeds])
             pooled = torch.cat([neg_pooled, pooled])
-            time_ids = torch.cat([time_ids, time_ids])
-        return _TextConditioning(embeds.to(device), {"text_embeds": pooled.to(device), "time_ids": time_ids})
+            pos_ids = torch.cat([neg_ids, pos_ids])
+        return _TextConditioning(embeds.to(device), {"text_embeds": pooled.to(device), "time_ids": pos_ids})
 
 
 class InfiniteIDStableDiffusionPipeline(InfiniteIDPipeline, StableDiffusionPipeline):
     """Infinite-ID on Stable Diffusion 1.x / 2.x."""
 
-    def _encode_text(self, prompt, negative_prompt, device, num_images_per_prompt, do_cfg, height, width):
+    _callback_tensor_inputs = [*StableDiffusionPipeline._callback_tensor_inputs, "text_latents"]
+
+    def _check_text_arguments(self, text_args, sdxl_args):
+        given = [name for name, value in sdxl_args.items() if value is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: SDXL-only argument(s), but this is an SD 1.x/2.x pipeline; leave them out"
+            )
+
+    def _encode_text(self, text_args, sdxl_args, device, num_images_per_prompt, do_cfg, height, width):
+        prompt, prompt_embeds, clip_skip = text_args["prompt"], text_args["prompt_embeds"], text_args["clip_skip"]
+        if clip_skip is not None and prompt_embeds is None and not hasattr(self.text_encoder, "text_model"):
+            prompt_embeds, prompt, clip_skip = self._clip_skipped_embeds(prompt, clip_skip, device), None, None
         embeds, neg_embeds = self.encode_prompt(
-            prompt, device, num_images_per_prompt, do_cfg, negative_prompt=negative_prompt
+            prompt,
+            device,
+            num_images_per_prompt,
+            do_cfg,
+            negative_prompt=text_args["negative_prompt"],
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=text_args["negative_prompt_embeds"],
+            lora_scale=text_args["lora_scale"],
+            clip_skip=clip_skip,
         )
         if do_cfg:
             embeds = torch.cat([neg_embeds, embeds])
-        return _TextConditioning(embeds, None)
+        return _TextConditioning(embeds.to(device), None)
+
+    def _clip_skipped_embeds(self, prompts: list[str], clip_skip: int, device) -> torch.Tensor:
+        """The prompt's hidden state ``clip_skip`` layers before the last, through the final layer norm (diffusers'
+        meaning of ``clip_skip``). diffusers' own SD 1.5 code reaches the norm as ``text_encoder.text_model``,
+        which transformers 5 removed; the computation is the same."""
+        if isinstance(self, TextualInversionLoaderMixin):
+            prompts = self.maybe_convert_prompt(prompts, self.tokenizer)
+        tokens = self.tokenizer(
+            prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
+        )  # fmt: skip
+        use_mask = getattr(self.text_encoder.config, "use_attention_mask", False)
+        mask = tokens.attention_mask.to(device) if use_mask else None
+        out = self.text_encoder(tokens.input_ids.to(device), attention_mask=mask, output_hidden_states=True)
+        hidden = out.hidden_states[-(clip_skip + 1)]
+        return self.text_encoder.final_layer_norm(hidden).to(dtype=self.text_encoder.dtype)

@@ -45,9 +45,15 @@ def perceiver(prefix: str, in_dim: int, width: int, out_dim: int, depth: int, he
     return sd
 
 
-def image_proj(kind: str, cross_dim: int, clip_dim: int, face_dim: int, g) -> dict:
+def image_proj(
+    kind: str, cross_dim: int, clip_dim: int, face_dim: int, g, *, width: int | None = None, tokens: int = 4
+) -> dict:
     """``image_proj`` of: plain (ImageProjModel), plus (Resampler), full (MLP per token), faceid (MLPProjModel),
-    faceid-plus (ProjPlusModel)."""
+    faceid-plus (ProjPlusModel).
+
+    ``width``: the plus Resampler's inner width. SD 1.5's is the cross-attention width (768, 12 heads); SDXL's
+    ``_vit-h`` files are 1280 wide with 20 heads and a 2048 output, narrower than their output, so an SDXL fixture
+    passes a width below ``cross_dim``. ``tokens``: FaceID's token count (4; FaceID-Portrait: 16)."""
     if kind == "plain":
         tokens = 4
         return {
@@ -56,8 +62,8 @@ def image_proj(kind: str, cross_dim: int, clip_dim: int, face_dim: int, g) -> di
             "norm.weight": 1 + _randn(cross_dim, generator=g),
             "norm.bias": _randn(cross_dim, generator=g),
         }
-    if kind == "plus":  # Resampler: dim = cross_dim, 16 queries, heads = dim / 64 (at least 1 here), depth 4
-        width = cross_dim
+    if kind == "plus":  # Resampler: 16 queries, heads = width / 64 (at least 1 here), depth 4
+        width = width or cross_dim
         sd = {"latents": _randn(1, 16, width, generator=g)}
         sd.update(perceiver("", clip_dim, width, cross_dim, 4, max(1, width // HEAD_DIM), g))
         return sd
@@ -70,7 +76,6 @@ def image_proj(kind: str, cross_dim: int, clip_dim: int, face_dim: int, g) -> di
             "proj.3.weight": 1 + _randn(cross_dim, generator=g),
             "proj.3.bias": _randn(cross_dim, generator=g),
         }
-    tokens = 4
     sd = {
         "proj.0.weight": _randn(2 * face_dim, face_dim, generator=g),
         "proj.0.bias": _randn(2 * face_dim, generator=g),

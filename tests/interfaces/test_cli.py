@@ -160,6 +160,44 @@ def test_an_ip_adapter_plus_face_file_is_used_as_the_identity_stream(real_model,
     assert "IP-Adapter plus" in _meta(next((tmp_path / "out").glob("*.png")))["model"]
 
 
+@pytest.mark.parametrize(
+    "backend", [("--face-backend", "mini"), ("--face-backend", "insightface", "--face-model", "buffalo_s")],
+    ids=["mini", "buffalo_s"],
+)  # fmt: skip
+def test_faceid_files_refuse_another_face_encoder_from_the_command_line(backend, real_model, tmp_path):
+    # FaceID was trained on insightface buffalo_l embeddings: the CLI (and the web UI, through the same
+    # open_generator) must refuse any other analyzer as the Python API does, not take the analyzer as the truth.
+    from ip_adapter_layouts import image_proj, ip_adapter, save
+
+    folder, _, pipe = real_model
+    g = torch.Generator().manual_seed(0)
+    path = tmp_path / "ip-adapter-faceid-plusv2_sd15.bin"
+    save(path, image_proj("faceid-plus", 32, 32, 512, g), ip_adapter(pipe.unet, g))
+    result = _run("generate", "--ref", ASTRONAUT, "--prompt", PROMPT, "--model", folder, "--adapter", path,
+                  *backend, "--out", tmp_path / "out", "--steps", "1", "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "mismatch" in result.output and "buffalo_l" in result.output
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.png"))
+
+
+def test_faceid_file_runs_on_embeddings_of_its_own_encoder(real_model, tmp_path):
+    from ip_adapter_layouts import image_proj, ip_adapter, save
+
+    from infinite_id.faces import save_embeddings
+    from infinite_id.faces.base import FaceEncoderInfo
+
+    folder, _, pipe = real_model
+    g = torch.Generator().manual_seed(0)
+    path = tmp_path / "ip-adapter-faceid_sd15.bin"
+    save(path, image_proj("faceid", 32, 32, 512, g), ip_adapter(pipe.unet, g))
+    embedding = tmp_path / "face.safetensors"
+    save_embeddings(embedding, torch.randn(512, generator=g).numpy(), FaceEncoderInfo("insightface", "buffalo_l", 512))
+    result = _run("generate", "--embedding", embedding, "--prompt", PROMPT, "--model", folder, "--adapter", path,
+                  "--out", tmp_path / "out", "--steps", "1", "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _meta(next((tmp_path / "out").glob("*.png")))["face_encoder"] == "insightface/buffalo_l (512-d)"
+
+
 def test_precomputed_embedding_replaces_the_face_model(tmp_path):
     from infinite_id.faces import get_face_analyzer, save_embeddings
 

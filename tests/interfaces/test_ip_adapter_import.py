@@ -18,12 +18,12 @@ PROMPT = "a woman in comic book style"
 TEST_FACE = FaceEncoderInfo(backend="precomputed", model="test", dim=FACE_DIM)
 
 
-def _files(tmp_path, pipe, kind, suffix, lora_rank=0, name=None, seed=0):
+def _files(tmp_path, pipe, kind, suffix, lora_rank=0, name=None, seed=0, **layout):
     g = torch.Generator().manual_seed(seed)
     cross = pipe.unet.config.cross_attention_dim
     clip = pipe.image_encoder.config.projection_dim if kind == "plain" else pipe.image_encoder.config.hidden_size
     path = tmp_path / (name or f"ip-adapter-{kind}{suffix}")
-    save(path, image_proj(kind, cross, clip, FACE_DIM, g), ip_adapter(pipe.unet, g, lora_rank))
+    save(path, image_proj(kind, cross, clip, FACE_DIM, g, **layout), ip_adapter(pipe.unet, g, lora_rank))
     return path
 
 
@@ -43,31 +43,34 @@ def _plain(tiny_model_dirs, family):
     return plain(PROMPT, num_inference_steps=2, guidance_scale=5.0, generator=gen, output_type="np").images
 
 
-CASES = [
-    ("plain", "sd15", ".bin", 0),
-    ("plus", "sd15", ".bin", 0),
-    ("plus", "sdxl", ".safetensors", 0),
-    ("full", "sd15", ".safetensors", 0),
-    ("faceid", "sd15", ".bin", 4),
-    ("faceid", "sdxl", ".safetensors", 4),
-    ("faceid-plus", "sd15", ".safetensors", 4),
-    ("faceid-plus", "sdxl", ".bin", 4),
+CASES = [  # kind, family, suffix, LoRA rank, layout (see ip_adapter_layouts.image_proj), expected ID tokens
+    ("plain", "sd15", ".bin", 0, {}, 4),
+    ("plus", "sd15", ".bin", 0, {}, 16),
+    ("plus", "sdxl", ".safetensors", 0, {"width": 40}, 16),  # the _sdxl_vit-h Resampler: narrower than its output
+    ("full", "sd15", ".safetensors", 0, {}, 17),
+    ("faceid", "sd15", ".bin", 4, {}, 4),
+    ("faceid", "sdxl", ".safetensors", 4, {}, 4),
+    ("faceid", "sd15", ".bin", 0, {"tokens": 16}, 16),  # FaceID-Portrait: 16 tokens, no LoRA
+    ("faceid-plus", "sd15", ".safetensors", 4, {}, 4),
+    ("faceid-plus", "sdxl", ".bin", 4, {}, 4),
 ]
+CASE_IDS = [f"{c[0]}{'-portrait' if c[4].get('tokens') else ''}-{c[1]}{c[2]}" for c in CASES]
 
 
-@pytest.mark.parametrize(("kind", "family", "suffix", "rank"), CASES, ids=[f"{c[0]}-{c[1]}{c[2]}" for c in CASES])
-def test_released_layouts_drive_mixed_attention_and_adain(kind, family, suffix, rank, tmp_path, make_pipe, reference,
-                                                          tiny_model_dirs):  # fmt: skip
+@pytest.mark.parametrize(("kind", "family", "suffix", "rank", "layout", "tokens"), CASES, ids=CASE_IDS)
+def test_released_layouts_drive_mixed_attention_and_adain(kind, family, suffix, rank, layout, tokens, tmp_path,
+                                                          make_pipe, reference, tiny_model_dirs):  # fmt: skip
     pipe = make_pipe(family, adapter=False)
-    path = _files(tmp_path, pipe, kind, suffix, rank)
+    path = _files(tmp_path, pipe, kind, suffix, rank, **layout)
     assert is_ip_adapter_file(path)
     assert detect_ip_adapter_kind(read_ip_adapter_file(path)[0]) == kind
     info = load_ip_adapter(pipe, path, face_encoder=TEST_FACE, lora="skip")
     assert info.kind == kind and info.base_family == family
     assert info.lora == ("skipped" if rank else "none")
     cond, uncond = pipe.encode_identity(reference[0], face_embeds=reference[1])
-    expected_tokens = {"plain": 4, "plus": 16, "full": 17, "faceid": 4, "faceid-plus": 4}[kind]
-    assert cond.shape == uncond.shape == (1, expected_tokens, pipe.unet.config.cross_attention_dim)
+    assert cond.shape == uncond.shape == (1, tokens, pipe.unet.config.cross_attention_dim)
+    if kind == "plus":
+        assert info.projection.width == layout.get("width", pipe.unet.config.cross_attention_dim)
     assert not torch.allclose(cond, uncond)
 
     out = _generate(pipe, reference, return_text_stream=True, adain=True)
@@ -210,3 +213,34 @@ def test_infinite_id_adapters_and_ip_adapters_are_told_apart(tmp_path, make_pipe
     theirs = _files(tmp_path, ours, "plus", ".safetensors")
     with pytest.raises(AdapterError, match="infinite_id.loaders.ip_adapter"):
         ours.load_adapter(theirs)
+
+
+def test_faceid_lora_is_added_once_and_taken_out_on_unload(tmp_path, make_pipe, reference):
+    pipe = make_pipe("sd15", adapter=False)
+    path = _files(tmp_path, pipe, "faceid", ".bin", lora_rank=4)
+    first = next(iter(pipe.unet.attn_processors)).removesuffix(".processor")
+    to_q = dict(pipe.unet.named_modules())[first].to_q
+    base = to_q.weight.detach().clone()
+    load_ip_adapter(pipe, path, face_encoder=TEST_FACE)
+    fused = to_q.weight.detach().clone()
+    assert not torch.allclose(fused, base)
+    load_ip_adapter(pipe, path, face_encoder=TEST_FACE)  # reload: replaced, not added again
+    torch.testing.assert_close(to_q.weight.detach(), fused)
+    pipe.unload_adapter()
+    torch.testing.assert_close(to_q.weight.detach(), base)
+    load_ip_adapter(pipe, path, face_encoder=TEST_FACE)  # after unload: once again
+    torch.testing.assert_close(to_q.weight.detach(), fused)
+    load_ip_adapter(pipe, path, face_encoder=TEST_FACE, lora="skip")  # another load without LoRA takes it out
+    torch.testing.assert_close(to_q.weight.detach(), base)
+
+
+def test_an_image_encoder_without_a_feature_extractor_gets_clip_preprocessing(tmp_path, make_pipe, reference):
+    pipe = make_pipe("sdxl", adapter=False)
+    path = _files(tmp_path, pipe, "plus", ".safetensors", width=40)
+    encoder = pipe.image_encoder
+    pipe.register_modules(image_encoder=None, feature_extractor=None)  # an SDXL folder without them
+    load_ip_adapter(pipe, path, image_encoder=encoder, face_encoder=TEST_FACE)
+    size = encoder.config.image_size
+    assert pipe.feature_extractor.crop_size == {"height": size, "width": size}
+    cond, _ = pipe.encode_identity(reference[0], face_embeds=reference[1])
+    assert cond.shape == (1, 16, pipe.unet.config.cross_attention_dim)

@@ -110,7 +110,13 @@ class WebSession:
         photos = _Photos()
         for number, path in enumerate(paths, 1):
             name = f"photo {number}"
-            size = os.path.getsize(path)
+            try:
+                size = os.path.getsize(path)
+            except FileNotFoundError:  # the cleaner removed it: it waited longer than uploads are kept
+                raise UserInputError(
+                    f"{name} is no longer on the server (uploads are kept {self.limits.keep_files_s} s); upload it "
+                    "again."
+                ) from None
             if size > self.limits.max_upload_bytes:
                 raise UserInputError(
                     f"{name} is {size / 1e6:.2g} MB; the limit is {self.limits.max_upload_bytes / 1e6:g} MB."

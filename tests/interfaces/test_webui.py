@@ -233,17 +233,29 @@ def _rss_bytes(field: str) -> int:
     raise AssertionError(f"no {field} in /proc/self/status")
 
 
-@pytest.fixture(scope="module")
-def roomy_server(generator):
+def _roomy_server(generator, keep_files_s: int):
     """A server whose queue holds the hostile requests and the next visitor, so that the visitor waits behind them."""
-    limits = ServeLimits(concurrency=1, max_queue=16, max_steps=8, max_upload_bytes=2_000_000, keep_files_s=2,
-                         max_uploads_per_minute=30, max_kept_upload_bytes=12_000_000)  # fmt: skip
+    limits = ServeLimits(concurrency=1, max_queue=16, max_steps=8, max_upload_bytes=2_000_000,
+                         keep_files_s=keep_files_s, max_uploads_per_minute=30,
+                         max_kept_upload_bytes=12_000_000)  # fmt: skip
     demo = build_app(generator, limits)
     url = launch(demo, limits, host="127.0.0.1", port=0, block=False)
     try:
         yield url.rstrip("/"), limits, demo
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def roomy_server(generator):
+    """Uploads kept long enough for a queue on a loaded machine (the cleaner must not race the visitors)."""
+    yield from _roomy_server(generator, keep_files_s=120)
+
+
+@pytest.fixture(scope="module")
+def forgetful_server(generator):
+    """Uploads kept 2 s, so the cleaner's work can be watched."""
+    yield from _roomy_server(generator, keep_files_s=2)
 
 
 def _timed_call(url: str, file_data: dict, seed: int) -> float:
@@ -295,13 +307,14 @@ def test_hostile_uploads_keep_memory_bounded_and_the_next_visitor_served(roomy_s
     assert next_visitor <= 2 * baseline + 1.0
 
 
-def test_uploads_outside_the_queue_are_bounded_and_deleted(roomy_server):
-    url, limits, demo = roomy_server
+def test_uploads_outside_the_queue_are_bounded_and_deleted(forgetful_server):
+    url, limits, demo = forgetful_server
     with httpx.Client(base_url=url, timeout=30) as client:
         too_big = b"x" * (limits.max_request_bytes + 1)
         response = client.post("/gradio_api/upload", files=[("files", ("big.png", too_big, "image/png"))])
         assert response.status_code == 413 and "per request" in response.text
-        kept = _upload(client)["path"]
+        uploaded = _upload(client)
+        kept = uploaded["path"]
         assert Path(kept).is_file()
         bystander = Path(kept).parents[1] / "someone-elses-file.txt"  # in the same cache folder, not ours
         bystander.write_text("not the server's")
@@ -309,6 +322,8 @@ def test_uploads_outside_the_queue_are_bounded_and_deleted(roomy_server):
         while Path(kept).exists() and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not Path(kept).exists(), "an upload outlived keep_files_s"
+        answer = _call(url, uploaded, 0)  # a visitor who waited too long is told, in a sentence
+        assert answer.startswith("refused") and "upload it again" in answer, answer
         assert bystander.read_text() == "not the server's"  # the cleaner deletes only what this server wrote
         bystander.unlink()
         time.sleep(2 * limits.keep_files_s)  # what was uploaded so far no longer counts against the disk budget

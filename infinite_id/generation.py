@@ -23,6 +23,7 @@ from PIL.PngImagePlugin import PngInfo
 from . import __version__
 from .defaults import LoadedModel, load_model, miniature_model_available, resolve_default_model, resolve_device
 from .errors import InfiniteIDError, OutputPathError, UserInputError
+from .sampling import FAST_PRESET, check_text_stream
 
 __all__ = [
     "STYLE_PRESETS",
@@ -80,6 +81,7 @@ class GenerationSettings:
     self_attention: str = "mixed"
     height: int | None = None
     width: int | None = None
+    fast: bool = False  # the fast preset (infinite_id.sampling.FAST_PRESET) instead of the exact mode
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
@@ -281,6 +283,8 @@ class Generator:
     ) -> GenerationResult:
         """One image (and, with ``text_stream``, the text stream's image) for ``settings``."""
         self.check(settings)
+        method = dict(FAST_PRESET) if settings.fast else {}
+        check_text_stream(method.get("text_stream", "exact"), text_stream)
 
         def callback(pipe, step, timestep, tensors):
             if on_step is not None:
@@ -301,6 +305,7 @@ class Generator:
             return_text_stream=text_stream,
             generator=torch.Generator(device="cpu").manual_seed(settings.seed),
             callback_on_step_end=callback,
+            **method,
         )
         image = output.images[0]
         metadata = {

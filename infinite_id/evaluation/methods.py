@@ -14,6 +14,9 @@ is the text stream of the full Infinite-ID call, so it costs nothing extra.
   the floor of CLIP-T and the ceiling of ID similarity.
 * ``base-model``: the text stream, i.e. the unmodified base model on the prompt with no identity (it shares the
   ``infinite-id`` call).
+* ``infinite-id-fast``: the fast preset (``infinite_id.sampling.FAST_PRESET``): mixed attention over the first
+  fifth of the denoising, the text stream stopped after it. Not in the default set (it is a speed trade-off, not
+  a paper row): name it with ``--methods``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import UserInputError
+from ..sampling import FAST_PRESET
 
 __all__ = ["DEFAULT_METHODS", "METHODS", "Method", "resolve_methods"]
 
@@ -93,10 +97,11 @@ METHODS: dict[str, Method] = {
             stream="text_images",
             uses_identity_scale=False,
         ),
+        Method("infinite-id-fast", "Infinite-ID, fast preset", {**_FULL, **FAST_PRESET}),
     )
 }
 
-DEFAULT_METHODS: tuple[str, ...] = tuple(METHODS)
+DEFAULT_METHODS: tuple[str, ...] = tuple(name for name in METHODS if name != "infinite-id-fast")
 
 
 def resolve_methods(names: Iterable[str] | None) -> list[Method]:

@@ -31,9 +31,14 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import torch
+
+from ..sampling import FAST_PRESET, call_progress, text_stream_calls
+
+K = TypeVar("K")
 
 VARIANTS = ("plain", "identity", "two-stream")
 STEPS_PER_IMAGE = 30
@@ -304,19 +309,70 @@ def time_interleaved(
             ready[(variant, option)] = (model, inputs, option)
         except Exception as exc:  # noqa: BLE001 - a backend that cannot run here is a result, not a crash
             out[(variant, option)] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
-    with torch.no_grad():
-        for _ in range(repeats):
-            for entry, (model, inputs, option) in ready.items():
-                with _option_context(option):  # a fresh context each time: sdpa_kernel() is single-use
-                    _sync(device)
-                    start = time.perf_counter()
-                    model(**inputs)
-                    _sync(device)
-                out[entry]["times"].append(time.perf_counter() - start)
-    for entry in ready:
-        times = out[entry].pop("times")
-        out[entry].update(step_s=statistics.median(times), step_s_min=min(times))
+
+    def call(model, inputs, option):
+        def run() -> None:
+            with torch.no_grad(), _option_context(option):  # a fresh context each time: sdpa_kernel() is single-use
+                model(**inputs)
+
+        return run
+
+    times = round_robin({entry: call(*args) for entry, args in ready.items()}, repeats, device)
+    for entry, samples in times.items():
+        out[entry].pop("times")
+        out[entry].update(step_s=statistics.median(samples), step_s_min=min(samples))
     return out
+
+
+def round_robin(calls: Mapping[K, Callable[[], object]], repeats: int, device: str = "cpu") -> dict[K, list[float]]:
+    """Wall times of ``repeats`` runs of each call, taken in turn (call A, B, C, A, B, C, ...) in this process.
+
+    The project's one way of timing variants against each other: a change in the machine's load during the run
+    hits every variant alike, so the ratios of the medians stay fair on a shared CPU. Warm-up is the caller's.
+    """
+    out: dict[K, list[float]] = {key: [] for key in calls}
+    for _ in range(repeats):
+        for key, fn in calls.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            out[key].append(time.perf_counter() - start)
+    return out
+
+
+def fast_mode_share(steps: int = STEPS_PER_IMAGE, window_end: float | None = None) -> float:
+    """The share of a run's UNet calls that carry both streams in the fast preset (``FAST_PRESET``), from the
+    pipeline's own arithmetic (DDIM-like schedulers: one call per step)."""
+    end = FAST_PRESET["mixed_attention_window"][1] if window_end is None else window_end
+    progress = call_progress([float(steps - i) for i in range(steps)])
+    return text_stream_calls(progress, (0.0, end), "window") / steps
+
+
+def fast_mode_row(results: list[dict[str, Any]], batch: int, share: float) -> dict[str, Any] | None:
+    """The fast preset's average step, from the two-stream and identity-stream steps measured in the same run:
+    a share ``share`` of its calls is a two-stream call, the rest an identity-stream call. Its peak memory is the
+    two-stream step's (the peak falls inside the window)."""
+    rows = {r["variant"]: r for r in results if r["batch"] == batch and "step_s" in r}
+    two, ident = rows.get("two-stream"), rows.get("identity")
+    if two is None or ident is None:
+        return None
+
+    def mix(key: str) -> float | None:
+        if two.get(key) is None or ident.get(key) is None:
+            return None
+        return share * two[key] + (1 - share) * ident[key]
+
+    row = {k: two.get(k) for k in ("peak_mib", "activation_mib", "unet", "device", "dtype", "size")}
+    row.update(
+        variant=f"fast ({100 * share:.0f}% two-stream calls)",
+        batch=batch,
+        rows=f"{two['rows']}/{ident['rows']}",
+        step_s=mix("step_s"),
+        step_s_min=mix("step_s_min"),
+        flops=mix("flops"),
+    )
+    return {k: v for k, v in row.items() if v is not None}
 
 
 def measure_matmul_peak(device: str, dtype: torch.dtype, n: int, repeats: int = 10) -> float:
@@ -417,18 +473,25 @@ def flops_table(kind: str, size: int | None, batches: list[int]) -> str:
         "| batch | variant | rows | params (M) | TFLOP/step | vs plain | shareable K/V projections |",
         "|---|---|---|---|---|---|---|",
     ]
+    share = fast_mode_share()
     for batch in batches:
-        plain = None
+        plain, counted = None, {}
         for variant in VARIANTS:
             unet = build_unet(kind, "meta", torch.float32)
             inputs, rows = prepare_variant(unet, variant, kind, batch, size, "meta", torch.float32)
             flops, shareable = count_flops(unet, inputs)
             plain = plain or flops
             params = sum(p.numel() for p in unet.parameters()) / 1e6
+            counted[variant] = (rows, flops)
             lines.append(
                 f"| {batch} | {variant} | {rows} | {params:.0f} | {flops / 1e12:.3f} | {flops / plain:.3f}x | "
                 f"{100 * shareable / flops:.2f}% |"
             )
+        fast = share * counted["two-stream"][1] + (1 - share) * counted["identity"][1]
+        lines.append(
+            f"| {batch} | fast ({100 * share:.0f}% two-stream calls) | {counted['two-stream'][0]}/"
+            f"{counted['identity'][0]} | {params:.0f} | {fast / 1e12:.3f} | {fast / plain:.3f}x | - |"
+        )
     text = "\n".join(lines)
     print(text)
     return text
@@ -492,6 +555,9 @@ def main(argv: list[str] | None = None) -> str | None:
             row.update(timings[(variant, "default")])
             results.append(row)
             print(json.dumps(row), file=sys.stderr)
+        fast = fast_mode_row(results, batch, fast_mode_share())
+        if fast is not None:
+            results.append(fast)
     speedups = None
     if args.speedups:
         options = ["default", "channels-last", "sdpa-math", "compile"]

@@ -51,7 +51,14 @@ from ..faces.precomputed import load_embeddings
 from ..identity import IdentityEncoder, IdentityFeatures, MultiImageMode, combine_tokens
 from ..models.projectors import IdentityProjection, IdentityProjectionConfig
 from ..prompts import names_style
-from ..sampling import call_progress, classifier_free_guidance, window_active
+from ..sampling import (
+    TextStreamMode,
+    call_progress,
+    check_text_stream,
+    classifier_free_guidance,
+    text_stream_calls,
+    window_active,
+)
 
 ImageInput = str | os.PathLike | PIL.Image.Image | np.ndarray
 AdaINArg = bool | Literal["auto", "mean", "full", "off"]
@@ -629,6 +636,7 @@ class InfiniteIDPipeline:
         mixed_attention_window: tuple[float, float] = (0.0, 1.0),
         id_window: tuple[float, float] = (0.0, 1.0),
         return_text_stream: bool = False,
+        text_stream: TextStreamMode = "exact",
         num_images_per_prompt: int = 1,
         eta: float = 0.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -662,7 +670,10 @@ class InfiniteIDPipeline:
         or ``"independent"`` (ablations); the windows are ``(start, end)`` fractions of the denoising during which
         mixed attention / ID injection act, measured on the scheduler's timesteps (see
         :func:`infinite_id.sampling.call_progress`), so they mean the same on one- and two-call schedulers.
-        ``return_text_stream`` also returns the text stream's images (``text_images``).
+        ``return_text_stream`` also returns the text stream's images (``text_images``). ``text_stream`` is
+        ``"exact"`` (default: the text stream runs every step) or ``"window"`` (fast mode: it stops once the
+        mixed-attention window has closed, where it no longer reaches the identity stream, so the identity image
+        is the exact mode's at half the rows per step from then on; needs ``return_text_stream=False``).
 
         The other arguments are diffusers' (``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline``) and mean
         the same: precomputed ``prompt_embeds`` (Compel, long prompts), ``clip_skip``, ``guidance_rescale``,
@@ -687,6 +698,7 @@ class InfiniteIDPipeline:
             raise ValueError(f"guidance_rescale must be in [0, 1], got {guidance_rescale}")
         mixed_attention_window = _check_window("mixed_attention_window", mixed_attention_window)
         id_window = _check_window("id_window", id_window)
+        text_stream = check_text_stream(text_stream, return_text_stream)
         if not is_installed(self.unet):
             raise RuntimeError("the UNet has no Infinite-ID processors: call load_adapter(...) first")
         if (prompt is None) == (prompt_embeds is None):
@@ -783,8 +795,13 @@ class InfiniteIDPipeline:
         text_latents = latents.clone()
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
 
-        uses_text_stream = self_attention != "independent" or return_text_stream
-        streams = 2 if uses_text_stream else 1
+        # The text stream runs while it can still reach the identity stream (all calls, in "exact" mode) or while
+        # its image is wanted; "independent" self-attention never reads it.
+        text_calls = 0
+        if return_text_stream:
+            text_calls = len(timesteps)
+        elif self_attention != "independent":
+            text_calls = text_stream_calls(progress, mixed_attention_window, text_stream)
         prompt_embeds, added = text.embeds, text.added
         user_kwargs = dict(cross_attention_kwargs or {})
 
@@ -795,6 +812,10 @@ class InfiniteIDPipeline:
                 if self._interrupt:
                     continue
                 halves = 2 if do_cfg else 1
+                uses_text_stream = i < text_calls
+                if not uses_text_stream and text_stream == "window":
+                    text_latents = None  # stopped (fast mode): from here on, one stream
+                streams = 2 if uses_text_stream else 1
                 if prompt_embeds.shape[0] != halves * batch:
                     raise ValueError(
                         f"prompt_embeds has {prompt_embeds.shape[0]} rows at step {i}, the step needs {halves * batch}"
@@ -895,11 +916,13 @@ class InfiniteIDPipeline:
         raise NotImplementedError
 
     def _finish(self, latents, text_latents, output_type: str):
-        """Decode both streams in one VAE call; the safety checker's flags are split per stream like the images."""
+        """Decode the streams one VAE call each (the VAE's activations, in float32 on SDXL, are the largest tensors
+        of a run: one batch of both streams would double them); the safety checker's flags are split per stream."""
         if output_type == "latent":
             return latents, text_latents, None, None
-        both = latents if text_latents is None else torch.cat([latents, text_latents])
-        decoded = self._decode(both)
+        decoded = self._decode(latents)
+        if text_latents is not None:
+            decoded = torch.cat([decoded, self._decode(text_latents)])
         nsfw = None
         if getattr(self, "safety_checker", None) is not None:
             decoded, nsfw = self.run_safety_checker(decoded, self._execution_device, latents.dtype)

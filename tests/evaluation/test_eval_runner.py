@@ -176,3 +176,24 @@ def test_interrupted_evaluation_resumes_where_it_stopped(setup, identity_dir, tm
 
     with pytest.raises(ResumeMismatchError, match="seeds"):
         setup(out, identities=identities, seeds=(0, 1)).run()
+
+
+def test_fast_preset_is_a_method_of_its_own_beside_the_text_stream(setup, identity_dir, tmp_path, monkeypatch):
+    assert "infinite-id-fast" not in resolve_methods(None)  # a speed trade-off, not a default row
+    runner = setup(
+        tmp_path / "eval-fast",
+        methods=("infinite-id-fast", "base-model"),
+        identities=load_identities(identity_dir)[:1],
+    )
+    calls = []
+    call = type(runner.pipe).__call__
+
+    def spy(self, *args, **kwargs):
+        calls.append((kwargs.get("text_stream", "exact"), kwargs.get("return_text_stream")))
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(runner.pipe), "__call__", spy)
+    records = runner.run()
+    # the fast call never asks for the text stream; the base-model row gets its own exact call
+    assert ("window", False) in calls and ("exact", True) in calls
+    assert {r["method"] for r in records} == {"infinite-id-fast", "base-model"}

@@ -69,6 +69,16 @@ def test_first_readme_command_runs_offline_with_the_default_model(tmp_path):
     assert list(Image.open(first).getdata()) == list(Image.open(repeated).getdata())
 
 
+def test_fast_preset_runs_and_is_recorded(tmp_path):
+    out = tmp_path / "outputs"
+    result = _run(
+        "generate", "--ref", PORTRAIT, "--prompt", PROMPT, "--out", out, "--steps", "5", "--seed", "3", "--fast"
+    )
+    assert result.exit_code == 0, result.output
+    (image,) = sorted(out.glob("*.png"))
+    assert _meta(image)["settings"]["fast"] is True
+
+
 BAD_ARGUMENTS = [
     ((), "--ref"),
     (("--ref", "missing.jpg", "--prompt", "x"), "does not exist"),
@@ -87,6 +97,7 @@ BAD_ARGUMENTS = [
     (("--ref", PORTRAIT, "--prompt", "x", "--out", ASTRONAUT), "is a file"),
     (("--ref", PORTRAIT, "--prompt", "x", "--prompts-file", "nope.txt"), "does not exist"),
     (("--ref", PORTRAIT, "--prompt", "x", "--dtype", "float8"), "dtype"),
+    (("--ref", PORTRAIT, "--prompt", "x", "--fast", "--also-text-stream"), "--fast"),
     (("--ref", PORTRAIT, "--prompt", "x", "--device", "cuda:7"), "CUDA"),
     (("--ref", PORTRAIT, "--prompt", "x", "--adapter", "a.safetensors"), "need --model"),
     (("--ref", PORTRAIT, "--prompt", "x", "--model", "./no/such/model", "--adapter", "a.bin"), "does not exist"),

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from cli_results import assert_one_line_error
 from typer.testing import CliRunner
 
 from infinite_id.cli import app
@@ -18,16 +19,6 @@ TINY = ROOT / "configs" / "tiny.yaml"
 
 def _run(*args) -> object:
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _one_line_error(result, *words: str) -> str:
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output, result.output
-    errors = [line for line in result.output.splitlines() if "Error" in line]
-    assert len(errors) == 1, result.output
-    for word in words:
-        assert word in errors[0], result.output
-    return errors[0]
 
 
 @pytest.fixture
@@ -70,11 +61,11 @@ def test_bad_training_setups_end_in_one_line(tiny_model_dirs, identity_cache, on
     }
     for name, (result, words) in cases.items():
         try:
-            _one_line_error(result, *words)
+            assert_one_line_error(result, *words)
         except AssertionError as exc:
             raise AssertionError(f"{name}: {exc}") from None
     unknown_backend = _run("train-prepare", tmp_path / "empty-cache", "--out", tmp_path / "c", "--backend", "nope")
-    _one_line_error(unknown_backend, "--backend")
+    assert_one_line_error(unknown_backend, "--backend")
     assert not (tmp_path / "run").exists()  # nothing was started
 
 

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_results import assert_one_line_error as _refused
 from typer.testing import CliRunner
 
 from infinite_id.cli import app
@@ -44,16 +45,6 @@ def _user_folder(path: Path) -> Path:
     (path / "cache.json").write_text('{"format": "not ours"}')
     (path / "0001-a-photo-seed1.png").write_bytes(PORTRAIT.read_bytes())
     return path
-
-
-def _refused(result, *words: str) -> None:
-    """Exit code 2 with one error line (after click's usage lines for a bad option) naming ``words``."""
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output, result.output
-    errors = [line for line in result.output.splitlines() if "Error" in line]
-    assert len(errors) == 1, result.output
-    for word in words:
-        assert word in errors[0], result.output
 
 
 def _prepare_args(manifest: Path, out: Path, *extra: str) -> list:

@@ -14,6 +14,10 @@ the attribute classifier, the face detector, the VAE, the base model (UNet + ass
 stages) and the two Infinite-ID adapters (``identity-enhanced`` and ``joint`` modes, trained with
 ``infinite_id.training`` after the base model and the face encoder).
 
+``--snapshot`` copies each unfinished stage's checkpoint (weights only) and best-so-far weights to ``partial-*``
+files and exits:
+commit those at the end of a working session, so a stage resumes even where the git-ignored checkpoint is lost.
+
 ``--jobs N`` runs up to N stages at once, each in its own process with one torch thread, starting a stage only
 when the stages it needs (``DEPENDENCIES``) are finished; each stage then logs to ``OUT/logs/<stage>.log``.
 """
@@ -40,6 +44,7 @@ from .train_clip import ClipTrainingConfig, train_clip
 from .train_face import FaceTrainingConfig, train_face_encoder
 from .train_landmarks import LandmarkTrainingConfig, train_landmark_detector
 from .train_unet import UnetTrainingConfig, train_unet
+from .train_utils import snapshot_checkpoint
 from .train_vae import VaeTrainingConfig, train_vae
 
 SUMMARY_NAME = "metrics.json"
@@ -280,6 +285,18 @@ def retrain(
     return summary
 
 
+def snapshot_unfinished(out_dir: str | Path) -> dict[str, int]:
+    """``{stage: step}`` for each unfinished stage whose checkpoint was copied to its committed snapshot."""
+    out = Path(out_dir)
+    steps = {}
+    for stage in STAGES:
+        if (out / stage).is_dir() and not _is_finished(out, stage):
+            step = snapshot_checkpoint(out / stage)
+            if step is not None:
+                steps[stage] = step
+    return steps
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Retrain the miniature world's models from scratch.")
     parser.add_argument("--out", required=True, help="output folder (one sub-folder per stage)")
@@ -288,9 +305,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="retrain stages that already have metrics")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (with --jobs: 1 per stage)")
     parser.add_argument("--jobs", type=int, default=1, help="stages run at once, one process each")
+    parser.add_argument(
+        "--snapshot", action="store_true", help="snapshot unfinished stages' checkpoints for committing, then exit"
+    )
     parser.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)  # a --jobs child
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.snapshot:
+        print(json.dumps(snapshot_unfinished(args.out)))
+        return
     torch.set_num_threads(args.threads)
     only = [s.strip() for s in args.only.split(",") if s.strip()] or None
     summary = retrain(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,11 +46,10 @@ from .factors import EVAL_IDENTITIES
 from .landmarks import LandmarkDetector
 from .latent_cache import LatentCache, load_latent_cache
 from .train_clip import clip_image_processor, tokenize
-from .train_utils import parse_training_args, train_loop
+from .train_utils import BEST_NAME, parse_training_args, remove_working_files, train_loop, working_file
 
 METRICS_NAME = "metrics.json"
 HISTORY_NAME = "sample_quality.jsonl"
-BEST_NAME = "best.safetensors"
 SCHEDULER_KWARGS = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 
 
@@ -332,9 +332,16 @@ class _Judge:
         )
 
     def load_best(self) -> None:
-        if not (self.out / BEST_NAME).is_file():
+        """Load the best evaluation's EMA weights (the working file, else its committed snapshot)."""
+        source = working_file(self.out, BEST_NAME)
+        if source is None:
+            if self.best is not None:
+                warnings.warn(
+                    f"the best evaluation's weights (step {self.best['step']}) are lost; keeping the last ones",
+                    stacklevel=2,
+                )
             return
-        state = load_file(str(self.out / BEST_NAME))
+        state = load_file(str(source))
         for name, module in self.ema.averaged.items():
             prefix = name + "."
             module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
@@ -392,7 +399,7 @@ def train_unet(
         "evaluations": len(judge.history),
     }
     assemble_base_model(out, final_unet, final_text, tokenizer, vae, weights / "clip", config)
-    (out / BEST_NAME).unlink(missing_ok=True)
+    remove_working_files(out, (BEST_NAME,))
     (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": asdict(config)}, indent=2) + "\n")
     return metrics
 

@@ -3,6 +3,10 @@
 Every script renders its batches as a pure function of ``(seed, step)`` and sets the learning rate from the
 step, so a checkpoint needs only the weights and the step: a resumed run sees the data it would have seen.
 (Optimizer moments restart from zero after a resume, which costs a few steps of warm-up, not correctness.)
+
+The checkpoint is git-ignored working state. A working folder does not always survive from one session to the
+next, so :func:`snapshot_checkpoint` copies it (and ``best.safetensors``) to ``partial-*`` files to be committed at
+the end of a session; a run resumes from the checkpoint, else from that snapshot.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
+BEST_NAME = "best.safetensors"  # a trainer's best-so-far weights (early stopping), kept beside the checkpoint
 
 
 def cosine_learning_rate(base_lr: float, total_steps: int, step: int, warmup_fraction: float = 0.05) -> float:
@@ -50,6 +55,43 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module]) -> int:
         return int(f.metadata()["step"])
 
 
+def snapshot_name(name: str) -> str:
+    """The committed copy of the git-ignored working file ``name``."""
+    return "partial-" + name
+
+
+def snapshot_checkpoint(out_dir: Path, names: tuple[str, ...] = (CHECKPOINT_NAME, BEST_NAME)) -> int | None:
+    """Copy ``out_dir``'s working files ``names`` (those present) to their snapshots, atomically; return the
+    checkpoint's step, or None (and copy nothing) without a checkpoint."""
+    out_dir = Path(out_dir)
+    checkpoint = out_dir / CHECKPOINT_NAME
+    if not checkpoint.is_file():
+        return None
+    with safe_open(str(checkpoint), "pt") as f:
+        step = int(f.metadata()["step"])
+    for name in names:
+        if (out_dir / name).is_file():
+            tmp = out_dir / (snapshot_name(name) + ".tmp")
+            tmp.write_bytes((out_dir / name).read_bytes())
+            tmp.replace(out_dir / snapshot_name(name))
+    return step
+
+
+def working_file(out_dir: Path, name: str) -> Path | None:
+    """``out_dir/name``, else its committed snapshot, else None: where a resumed run reads its working state."""
+    for candidate in (name, snapshot_name(name)):
+        if (Path(out_dir) / candidate).is_file():
+            return Path(out_dir) / candidate
+    return None
+
+
+def remove_working_files(out_dir: Path, names: tuple[str, ...] = (CHECKPOINT_NAME,)) -> None:
+    """Remove the working files ``names`` and their snapshots (a finished stage needs neither)."""
+    for name in names:
+        for candidate in (name, snapshot_name(name)):
+            (Path(out_dir) / candidate).unlink(missing_ok=True)
+
+
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every group's rate to ``lr`` times the group's ``lr_scale`` (1 by default)."""
     for group in optimizer.param_groups:
@@ -71,25 +113,26 @@ def train_loop(
     desc: str = "training",
     progress: bool = True,
 ) -> int:
-    """AdamW over ``modules`` with a cosine schedule, resuming from ``out_dir/checkpoint.safetensors`` if present.
+    """AdamW over ``modules`` with a cosine schedule, resuming from its checkpoint or that one's snapshot.
 
     ``step_loss(step)`` renders the step's batch and returns its loss; it must depend on the step only, which makes
     a resumed run identical in data to an uninterrupted one. ``stop_after(n)``, called once ``n`` steps are done,
-    may end training early by returning True. The checkpoint is removed when the loop finishes. Returns the
-    number of steps done.
+    may end training early by returning True. The checkpoint and its snapshot are removed when the loop finishes.
+    Returns the number of steps done.
     """
     params = [p for m in modules.values() for p in m.parameters()]
     groups = param_groups or [{"params": params, "weight_decay": weight_decay}]
     optimizer = torch.optim.AdamW(groups, lr=lr)
     checkpoint = Path(out_dir) / CHECKPOINT_NAME
-    start = load_checkpoint(checkpoint, modules) if checkpoint.is_file() else 0
+    source = working_file(out_dir, CHECKPOINT_NAME)
+    start = load_checkpoint(source, modules) if source is not None else 0
     for module in modules.values():
         module.train()
     bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps)
     done = start
     if stop_after is not None and start and stop_after(start):
         bar.close()
-        checkpoint.unlink(missing_ok=True)
+        remove_working_files(out_dir)
         return done
     for step in bar:
         set_learning_rate(optimizer, cosine_learning_rate(lr, steps, step))
@@ -108,7 +151,7 @@ def train_loop(
         if done % checkpoint_every == 0 and done < steps:
             save_checkpoint(checkpoint, modules, done)
     bar.close()
-    checkpoint.unlink(missing_ok=True)
+    remove_working_files(out_dir)
     return done
 
 

@@ -35,7 +35,8 @@ WEIGHT_STAGES: tuple[str, ...] = tuple(STAGE_FILES)
 
 RETRAIN_COMMAND = "python -m infinite_id.world.retrain --out {out}"
 # What a stage folder of a training run may hold that is not part of the weights.
-_SKIPPED_NAMES = {"checkpoint.safetensors"}
+_SKIPPED_NAMES = {"checkpoint.safetensors", "best.safetensors"}
+_SKIPPED_PREFIXES = ("partial-",)  # committed snapshots of unfinished training (train_utils.snapshot_checkpoint)
 _SKIPPED_DIRS = {"run", "cache", "data", "checkpoints", "logs", "validation"}
 _KEPT_SUFFIXES = {".json", ".safetensors", ".txt"}
 
@@ -82,7 +83,9 @@ def _weight_files(stage_dir: Path) -> list[Path]:
     files = []
     for file in sorted(stage_dir.rglob("*")):
         relative = file.relative_to(stage_dir)
-        if not file.is_file() or file.name in _SKIPPED_NAMES or file.suffix not in _KEPT_SUFFIXES:
+        if not file.is_file() or file.name in _SKIPPED_NAMES or file.name.startswith(_SKIPPED_PREFIXES):
+            continue
+        if file.suffix not in _KEPT_SUFFIXES:
             continue
         if any(part in _SKIPPED_DIRS or part.startswith(".") for part in relative.parts[:-1]):
             continue

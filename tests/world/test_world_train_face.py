@@ -77,3 +77,30 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, monkeypatch)
     train_face_encoder(tmp_path, _tiny_config(), progress=False)
     assert seen == [0, 1, 2, 2, 3]  # steps 0-1 were checkpointed; step 2 was lost and is redone
     assert (tmp_path / "model.safetensors").exists()
+
+
+def test_a_lost_checkpoint_resumes_from_the_committed_snapshot(tmp_path, monkeypatch):
+    """The git-ignored checkpoint may not survive to the next session; ``retrain --snapshot`` copies it to
+    ``partial-checkpoint.safetensors`` (committed), and a run without the checkpoint resumes from that."""
+    from infinite_id.world.retrain import snapshot_unfinished
+    from infinite_id.world.train_utils import snapshot_name
+
+    real_batch = train_face.training_batch
+    seen = []
+
+    def interrupted(config, step):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real_batch(config, step)
+
+    stage = tmp_path / "face_encoder"
+    monkeypatch.setattr(train_face, "training_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_face_encoder(stage, _tiny_config(), progress=False)
+    assert snapshot_unfinished(tmp_path) == {"face_encoder": 2}
+    (stage / CHECKPOINT_NAME).unlink()  # the working state is lost; the snapshot was committed
+    monkeypatch.setattr(train_face, "training_batch", lambda c, s: (seen.append(s), real_batch(c, s))[1])
+    train_face_encoder(stage, _tiny_config(), progress=False)
+    assert seen == [2, 3]
+    assert not (stage / snapshot_name(CHECKPOINT_NAME)).exists() and not (stage / CHECKPOINT_NAME).exists()
+    assert snapshot_unfinished(tmp_path) == {}  # a finished stage has nothing to snapshot

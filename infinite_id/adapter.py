@@ -13,8 +13,9 @@ Layout (safetensors, compatible in spirit with IP-Adapter/diffusers):
 from __future__ import annotations
 
 import json
+import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .attention_processors import processor_module_list
+from .attention_processors import install_processors, processor_module_list
 from .errors import MissingInputError, UserInputError
-from .faces.base import FaceEncoderInfo
+from .faces.base import FaceEncoderInfo, check_compatible
+from .identity import IdentityEncoder, IdentityFeatures, MultiImageMode, combine_tokens
 from .models.projectors import IdentityProjection, IdentityProjectionConfig
+
+logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "infinite-id-adapter"
 FORMAT_VERSION = 1
@@ -36,9 +40,11 @@ __all__ = [
     "AdapterError",
     "AdapterMetadata",
     "ClipEncoderInfo",
+    "IdentityAdapter",
     "load_adapter_file",
     "save_adapter_file",
     "unet_family",
+    "unfuse_lora",
 ]
 
 
@@ -58,6 +64,21 @@ class ClipEncoderInfo:
 
     def describe(self) -> str:
         return f"{self.name} (width {self.hidden_size}, {self.num_tokens} tokens, hidden layer {self.layer})"
+
+    @classmethod
+    def of(
+        cls, image_encoder: Any, layer: int = -1, pooled: bool = False, name: str = "clip-vision"
+    ) -> ClipEncoderInfo:
+        """What a transformers CLIP vision model feeds a mapper: its hidden states at ``layer`` (one token per
+        patch plus the class token), or with ``pooled`` its one projected embedding."""
+        cfg = image_encoder.config
+        return cls(
+            name=getattr(cfg, "_name_or_path", "") or name,
+            hidden_size=cfg.projection_dim if pooled else cfg.hidden_size,
+            num_tokens=1 if pooled else (cfg.image_size // cfg.patch_size) ** 2 + 1,
+            layer=layer,
+            image_size=cfg.image_size,
+        )
 
 
 @dataclass
@@ -248,8 +269,6 @@ _SOURCE_KEYS = ("base_model", "cache", "shards", "image_encoder")
 
 def _without_paths(metadata: AdapterMetadata) -> AdapterMetadata:
     """``metadata`` with every local path reduced to its last component (adapter files get shared)."""
-    from dataclasses import replace
-
     from .outputs import public_name
 
     training = {
@@ -331,3 +350,189 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], w
             parts.append(f"wrong shapes {wrong[:3]}{' ...' if len(wrong) > 3 else ''}")
         raise AdapterError(f"{what} weights do not fit: " + "; ".join(parts))
     module.load_state_dict(state, strict=True)
+
+
+class IdentityAdapter:
+    """One loaded adapter as one object: its mappers, its metadata, the image cross-attention weights it brings,
+    the identity encoder that turns reference inputs into ID tokens, and the checks that guard its use.
+
+    The pipeline takes one through :meth:`~infinite_id.pipelines.InfiniteIDPipeline.set_adapter` and only calls
+    :meth:`check`, :meth:`install` and :meth:`encode`, so an adapter family (ours, the imported IP-Adapters) is one
+    subclass: it says which image encoder widths it reads (:meth:`check_image_encoder`) and how its inputs are
+    encoded (:meth:`build_identity_encoder`).
+
+    Args:
+        projection: the mappers (``image_proj.*`` in a file).
+        metadata: what the adapter was built for.
+        cross_attention: the processors' ``to_k_ip``/``to_v_ip`` state (``ip_adapter.*``); ``None``: a fresh
+            adapter, initialised from the text path's ``to_k``/``to_v`` (the start of training).
+        image_encoder, feature_extractor: the CLIP vision model the mappers read, and its processor.
+    """
+
+    family = "infinite-id"
+
+    def __init__(
+        self,
+        projection: torch.nn.Module,
+        metadata: AdapterMetadata,
+        cross_attention: dict[str, torch.Tensor] | None = None,
+        image_encoder: Any = None,
+        feature_extractor: Any = None,
+    ) -> None:
+        self.projection = projection
+        self.metadata = metadata
+        self.image_encoder = image_encoder
+        self.feature_extractor = feature_extractor
+        self._cross_attention = cross_attention
+        self._identity_encoder: Any = None
+
+    # ------------------------------------------------------------------ checks
+    def check(self, unet, face_encoder: FaceEncoderInfo | None = None) -> None:
+        """Everything that must hold before the adapter changes ``unet``; raises :class:`AdapterError`."""
+        self.check_unet(unet)
+        self.check_image_encoder()
+        if face_encoder is not None:
+            self.check_face_encoder(face_encoder)
+
+    def check_unet(self, unet) -> None:
+        self.metadata.check_unet(unet, unet_family(unet))
+
+    def check_image_encoder(self) -> None:
+        """The image encoder's width must be the one the CLIP mapper was trained on (no encoder: checked on use)."""
+        if self.image_encoder is None:
+            return
+        width = self.image_encoder.config.hidden_size
+        if width != self.metadata.clip_encoder.hidden_size or width != self.metadata.projection.clip_dim:
+            raise AdapterError(
+                f"the adapter expects the CLIP image encoder {self.metadata.clip_encoder.describe()}, but the "
+                f"pipeline's image encoder has width {width} "
+                f"({getattr(self.image_encoder.config, '_name_or_path', '?')}); pass the matching image_encoder to "
+                "load_adapter"
+            )
+
+    def check_face_encoder(self, info: FaceEncoderInfo) -> None:
+        """Embeddings from ``info`` must be the ones the adapter was trained on."""
+        check_compatible(self.metadata.face_encoder, info)
+
+    def check_face_embeds(self, face_embeds: torch.Tensor) -> None:
+        expected = self.metadata.face_encoder.dim
+        if face_embeds.shape[-1] != expected:
+            raise AdapterError(
+                f"face embedding has {face_embeds.shape[-1]} dimensions but the adapter was trained on "
+                f"{self.metadata.face_encoder.describe()}: use that face encoder"
+            )
+
+    # ------------------------------------------------------------------ the UNet
+    def install(self, unet) -> None:
+        """Put the adapter's image cross-attention into ``unet``'s processors (what an earlier adapter fused into
+        the UNet is taken out first). The weights are handed over once: the object keeps no second copy."""
+        unfuse_lora(unet)
+        state, self._cross_attention = self._cross_attention, None
+        install_processors(unet, init_from_text=state is None)
+        if state is not None:
+            load_state_strict(processor_module_list(unet), state, "ip_adapter (image cross-attention)")
+
+    def to(self, *args: Any, **kwargs: Any) -> IdentityAdapter:
+        """Move the mappers (they are not a pipeline component, so ``pipe.to`` and offload do not see them)."""
+        self.projection.to(*args, **kwargs)
+        return self
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def identity_encoder(self) -> Any:
+        """Reference inputs -> features -> ID tokens (``features``, ``tokens``, ``unconditional_features``)."""
+        if self._identity_encoder is None:
+            self._identity_encoder = self.build_identity_encoder()
+        return self._identity_encoder
+
+    def build_identity_encoder(self) -> Any:
+        if self.image_encoder is None:
+            raise RuntimeError(
+                "the pipeline has no CLIP image encoder: pass image_encoder=<folder or hub id> to load_adapter"
+            )
+        if self.feature_extractor is None:
+            raise RuntimeError(
+                "the pipeline's image encoder has no feature_extractor (its CLIPImageProcessor): pass "
+                "feature_extractor=... to load_adapter"
+            )
+        return IdentityEncoder(
+            self.image_encoder, self.feature_extractor, self.projection, self.metadata.clip_encoder.layer
+        )
+
+    def encode(self, features: IdentityFeatures, multi_image: MultiImageMode = "concat") -> tuple[torch.Tensor, ...]:
+        """ID tokens ``(cond, uncond)`` for ``features`` (several photos merged by ``multi_image``), each
+        ``(1, tokens, cross_attention_dim)``; ``uncond`` is the "no identity" input of classifier-free guidance."""
+        self.check_face_embeds(features.face_embeds)
+        encoder = self.identity_encoder
+        cond = combine_tokens(encoder.tokens(features), multi_image)
+        uncond = combine_tokens(encoder.tokens(encoder.unconditional_features(len(features))), multi_image)
+        return cond, uncond
+
+    # ------------------------------------------------------------------ files
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike, image_encoder: Any = None, feature_extractor: Any = None
+    ) -> IdentityAdapter:
+        """An Infinite-ID adapter file, read and checked (:func:`load_adapter_file`), with the image encoder it
+        reads (a model; see :func:`~infinite_id.identity.load_image_encoder` for folders and hub ids)."""
+        image_proj, cross_attention, metadata = load_adapter_file(path)
+        projection = IdentityProjection(metadata.projection)
+        load_state_strict(projection, image_proj, "image_proj (mappers)")
+        return cls(projection.eval(), metadata, cross_attention, image_encoder, feature_extractor)
+
+    @classmethod
+    def fresh(
+        cls,
+        projection_config: IdentityProjectionConfig,
+        unet,
+        face_encoder: FaceEncoderInfo,
+        clip_encoder: ClipEncoderInfo | None = None,
+        image_encoder: Any = None,
+        feature_extractor: Any = None,
+        clip_layer: int = -1,
+    ) -> IdentityAdapter:
+        """A new, untrained adapter for ``unet`` (the start of training): new mappers, and image cross-attention
+        that :meth:`install` copies from ``to_k``/``to_v``."""
+        if projection_config.cross_attention_dim != unet.config.cross_attention_dim:
+            raise ValueError(
+                f"projection width {projection_config.cross_attention_dim} must equal the UNet's cross-attention "
+                f"width {unet.config.cross_attention_dim}"
+            )
+        if clip_encoder is None:
+            if image_encoder is None:
+                raise ValueError("give clip_encoder=ClipEncoderInfo(...) or an image_encoder")
+            clip_encoder = ClipEncoderInfo.of(image_encoder, layer=clip_layer)
+        metadata = AdapterMetadata(
+            projection=projection_config,
+            base_family=unet_family(unet),
+            cross_attention_dim=unet.config.cross_attention_dim,
+            num_attention_layers=len(unet.attn_processors),
+            face_encoder=face_encoder,
+            clip_encoder=clip_encoder,
+        )
+        return cls(IdentityProjection(projection_config), metadata, None, image_encoder, feature_extractor)
+
+    def save(self, path: str | os.PathLike, unet, training: dict[str, Any] | None = None) -> Path:
+        """Write the adapter (mappers, ``unet``'s image cross-attention, metadata); returns the file."""
+        metadata = self.metadata if training is None else replace(self.metadata, training=dict(training))
+        return save_adapter_file(path, self.projection, unet, metadata)
+
+
+#: On the UNet: the weight deltas an adapter fused into it (FaceID's LoRA), to take out again.
+FUSED_DELTAS_ATTRIBUTE = "_infinite_id_fused_lora"
+
+
+def unfuse_lora(unet) -> bool:
+    """Subtract a FaceID LoRA that an IP-Adapter import fused into ``unet``; returns whether there was one.
+
+    The weights come back up to rounding (exactly in float32 up to float error, within half-precision rounding
+    in float16/bfloat16)."""
+    fused = unet.__dict__.pop(FUSED_DELTAS_ATTRIBUTE, None)
+    if not fused:
+        return False
+    with torch.no_grad():
+        for linear, up, down, scale in fused:
+            delta = (up.float() @ down.float()).to(linear.weight.device)
+            linear.weight.copy_((linear.weight.float() - scale * delta).to(linear.weight))
+    logger.warning("FaceID LoRA taken out of the UNet again (%d layers)", len({id(f[0]) for f in fused}))
+    return True

@@ -3,9 +3,10 @@ ways to combine identities (several photos of one person, interpolation between 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from PIL import Image
@@ -21,6 +22,7 @@ __all__ = [
     "combine_tokens",
     "execution_device",
     "interpolate_identities",
+    "load_image_encoder",
 ]
 
 
@@ -140,3 +142,38 @@ def interpolate_identities(tokens_a: torch.Tensor, tokens_b: torch.Tensor, weigh
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"interpolation weight must be in [0, 1], got {weight}")
     return weight * tokens_a + (1.0 - weight) * tokens_b
+
+
+def load_image_encoder(image_encoder: Any = None, feature_extractor: Any = None, current: tuple = (None, None)):
+    """The CLIP image encoder and processor an adapter reads: ``image_encoder`` (a transformers model, or its folder
+    / hub id, loaded here with the processor saved beside it), or ``None`` for the ``current`` pair (the
+    pipeline's). An encoder without a processor gets CLIP's own preprocessing at its input size."""
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    current_encoder, current_extractor = current
+    if isinstance(image_encoder, (str, os.PathLike)):
+        source = image_encoder
+        try:
+            image_encoder = CLIPVisionModelWithProjection.from_pretrained(source)
+        except OSError as exc:
+            raise FileNotFoundError(f"cannot load a CLIP image encoder from {source}: {exc}") from exc
+        if feature_extractor is None:
+            try:
+                feature_extractor = CLIPImageProcessor.from_pretrained(source)
+            except OSError:
+                feature_extractor = _clip_preprocessing(image_encoder)
+    if image_encoder is None:
+        image_encoder = current_encoder
+    if feature_extractor is None:
+        feature_extractor = current_extractor
+    if image_encoder is not None and feature_extractor is None:
+        feature_extractor = _clip_preprocessing(image_encoder)
+    return image_encoder, feature_extractor
+
+
+def _clip_preprocessing(image_encoder: Any) -> Any:
+    """CLIP's own preprocessing (resize, centre crop, CLIP mean/std) at the encoder's input size."""
+    from transformers import CLIPImageProcessor
+
+    size = image_encoder.config.image_size
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size=size)

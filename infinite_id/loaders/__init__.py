@@ -1,6 +1,7 @@
 """Loaders for weights made outside this project (IP-Adapter-family face adapters)."""
 
 from .ip_adapter import (
+    IPAdapter,
     IPAdapterIdentityEncoder,
     IPAdapterInfo,
     detect_ip_adapter_kind,
@@ -10,6 +11,7 @@ from .ip_adapter import (
 )
 
 __all__ = [
+    "IPAdapter",
     "IPAdapterIdentityEncoder",
     "IPAdapterInfo",
     "detect_ip_adapter_kind",

@@ -36,10 +36,18 @@ from typing import Any, Literal
 
 import torch
 
-from ..adapter import AdapterError, AdapterMetadata, ClipEncoderInfo, load_state_strict, unet_family
-from ..attention_processors import install_processors, processor_module_list
+from ..adapter import (
+    FUSED_DELTAS_ATTRIBUTE,
+    AdapterError,
+    AdapterMetadata,
+    ClipEncoderInfo,
+    IdentityAdapter,
+    load_state_strict,
+    unet_family,
+    unfuse_lora,
+)
 from ..faces.base import FaceEncoderInfo
-from ..identity import IdentityEncoder, IdentityFeatures
+from ..identity import IdentityEncoder, IdentityFeatures, load_image_encoder
 from ..models.ip_adapter import (
     PERCEIVER_HEAD_DIM,
     IPAdapterKind,
@@ -53,6 +61,7 @@ logger = logging.getLogger(__name__)
 LoRAMode = Literal["fuse", "skip", "error"]
 
 __all__ = [
+    "IPAdapter",
     "IPAdapterIdentityEncoder",
     "IPAdapterInfo",
     "detect_ip_adapter_kind",
@@ -72,7 +81,6 @@ _FAMILY_BY_WIDTH = {768: "SD 1.5", 1024: "SD 2.x", 2048: "SDXL"}
 _LORA_KEY = re.compile(r"^(\d+)\.(to_q_lora|to_k_lora|to_v_lora|to_out_lora)\.(down|up)\.weight$")
 _IP_KEY = re.compile(r"^(\d+)\.(to_k_ip|to_v_ip)\.weight$")
 _PREFIXES = (("image_proj.", "ip_adapter."), ("image_proj_model.", "adapter_modules."))
-_FUSED_LORA = "_infinite_id_fused_lora"  # on the UNet: the FaceID LoRA factors fused into it
 
 
 @dataclass
@@ -326,24 +334,161 @@ def _apply_lora(lora: dict[str, torch.Tensor], unet, scale: float) -> int:
         for linear, delta, _, _ in updates:
             linear.weight.copy_((linear.weight.float() + scale * delta.to(linear.weight.device)).to(linear.weight))
     # what was added, to take it out again (unload_adapter, or the next load); the low-rank factors, not the deltas
-    unet.__dict__[_FUSED_LORA] = [(linear, up, down, scale) for linear, _, up, down in updates]
+    unet.__dict__[FUSED_DELTAS_ATTRIBUTE] = [(linear, up, down, scale) for linear, _, up, down in updates]
     return len({index for index, _ in grouped})
 
 
-def unfuse_lora(unet) -> bool:
-    """Subtract a FaceID LoRA that :func:`load_ip_adapter` fused into ``unet``; returns whether there was one.
+class IPAdapter(IdentityAdapter):
+    """An imported IP-Adapter-family file as the identity adapter: its projection reads the CLIP input of its
+    family (or none), its image cross-attention goes into our processors, and FaceID's LoRA is fused into the
+    UNet on :meth:`install` (``lora="fuse"``). Built by :func:`load_ip_adapter`."""
 
-    The weights come back up to rounding (exactly in float32 up to float error, within half-precision rounding
-    in float16/bfloat16)."""
-    fused = unet.__dict__.pop(_FUSED_LORA, None)
-    if not fused:
-        return False
-    with torch.no_grad():
-        for linear, up, down, scale in fused:
-            delta = (up.float() @ down.float()).to(linear.weight.device)
-            linear.weight.copy_((linear.weight.float() - scale * delta).to(linear.weight))
-    logger.warning("FaceID LoRA taken out of the UNet again (%d layers)", len({id(f[0]) for f in fused}))
-    return True
+    family = "ip-adapter"
+
+    def __init__(
+        self,
+        projection: torch.nn.Module,
+        metadata: AdapterMetadata,
+        cross_attention: dict[str, torch.Tensor],
+        info: IPAdapterInfo,
+        image_encoder: Any = None,
+        feature_extractor: Any = None,
+        lora: dict[str, torch.Tensor] | None = None,
+        lora_scale: float = 1.0,
+    ) -> None:
+        super().__init__(projection, metadata, cross_attention, image_encoder, feature_extractor)
+        self.info = info
+        self._lora = lora
+        self._lora_scale = lora_scale
+
+    def check_image_encoder(self) -> None:
+        _check_clip(self.projection, self.image_encoder, self.feature_extractor, self.info.kind, self.info.source)
+
+    def build_identity_encoder(self) -> IPAdapterIdentityEncoder:
+        return IPAdapterIdentityEncoder(self.projection, self.image_encoder, self.feature_extractor, clip_layer=-2)
+
+    def install(self, unet) -> None:
+        """Our processors with the file's image cross-attention, then FaceID's LoRA fused (or skipped)."""
+        super().install(unet)
+        lora, self._lora = self._lora, None
+        if not lora:
+            return
+        if self.info.lora == "skipped":
+            logger.warning("FaceID LoRA weights skipped (lora='skip'): expect weaker likeness")
+            return
+        layers = _apply_lora(lora, unet, self._lora_scale)
+        self.info.lora = f"fused into {layers} attention layers"
+        self.metadata.training["lora"] = self.info.lora
+        logger.warning(
+            "FaceID LoRA fused into the UNet (%d layers): both streams now run the LoRA-adapted base model; "
+            "unload_adapter() takes it out again",
+            layers,
+        )
+
+    @classmethod
+    def from_state_dicts(
+        cls,
+        image_proj: dict[str, torch.Tensor],
+        ip: dict[str, torch.Tensor],
+        unet,
+        *,
+        source: str,
+        image_encoder: Any = None,
+        feature_extractor: Any = None,
+        face_encoder: FaceEncoderInfo | None = None,
+        face_analyzer: FaceEncoderInfo | None = None,
+        shortcut: bool | None = None,
+        shortcut_scale: float = 1.0,
+        lora: LoRAMode = "fuse",
+        lora_scale: float = 1.0,
+    ) -> IPAdapter:
+        """The adapter for ``unet`` from a file's ``(image_proj, ip_adapter)`` state dicts: every size is read from
+        the weights' shapes and checked against ``unet`` and the image encoder before anything is built.
+        ``face_encoder``: for FaceID families, default insightface buffalo_l; CLIP-only families default to
+        ``face_analyzer`` (the pipeline's: it only crops the face)."""
+        family = unet_family(unet)
+        kind = detect_ip_adapter_kind(image_proj)
+        if shortcut is None:
+            shortcut = "v2" in Path(source).name.lower()
+        config = _projection_config(kind, image_proj, shortcut, shortcut_scale)
+        width = unet.config.cross_attention_dim
+        if config.cross_attention_dim != width:
+            made_for = _FAMILY_BY_WIDTH.get(config.cross_attention_dim, f"width {config.cross_attention_dim}")
+            raise AdapterError(
+                f"{source}: its projection makes tokens for {made_for} (width {config.cross_attention_dim}), but the "
+                f"pipeline's UNet is {family} (width {width})"
+            )
+        lora_sd = {k: v for k, v in ip.items() if _LORA_KEY.match(k)}
+        ip_sd = {k: v for k, v in ip.items() if k not in lora_sd}
+        _check_base(ip_sd, unet, source)
+        if lora_sd and lora == "error":
+            raise AdapterError(f"{source} carries FaceID LoRA weights; pass lora='fuse' or lora='skip'")
+
+        projection = build_ip_adapter_projection(config)
+        _check_clip(projection, image_encoder, feature_extractor, kind, source)
+        clip_info = ClipEncoderInfo(name="none", hidden_size=0, num_tokens=0, layer=-2)
+        if projection.clip_input != "none":
+            pooled = projection.clip_input == "pooled"
+            clip_info = ClipEncoderInfo.of(image_encoder, -2, pooled, name=_clip_name(config.clip_dim, pooled))
+        if projection.uses_face:
+            face_encoder = face_encoder or (FACEID_ENCODER if config.face_dim == FACEID_ENCODER.dim else None)
+            if face_encoder is None or face_encoder.dim != config.face_dim:
+                raise AdapterError(
+                    f"{source} expects {config.face_dim}-d face embeddings: pass face_encoder=FaceEncoderInfo(...) "
+                    "naming the encoder that makes them"
+                )
+        elif face_encoder is None:
+            face_encoder = face_analyzer
+        if face_encoder is None:
+            raise AdapterError(
+                f"the IP-Adapter {kind} reads the face crop only: set the face analyzer that crops faces first "
+                "(pipe.set_face_analyzer(get_face_analyzer())) or pass face_encoder=..."
+            )
+        load_state_strict(projection, image_proj, f"IP-Adapter {kind} image_proj")
+
+        lora_done = "none" if not lora_sd else ("pending" if lora == "fuse" else "skipped")
+        num_tokens = config.num_tokens if kind != "full" else clip_info.num_tokens
+        metadata = AdapterMetadata(
+            projection=IdentityProjectionConfig(
+                cross_attention_dim=config.cross_attention_dim,
+                face_dim=face_encoder.dim,
+                clip_dim=config.clip_dim,
+                clip_num_tokens=clip_info.num_tokens,
+                face_num_tokens=config.num_tokens if projection.uses_face else 0,
+                clip_mapper=f"ip-adapter-{kind}",  # type: ignore[arg-type] - not one of ours; see extra
+                extra={"ip_adapter": config.to_dict(), "source": source},
+            ),
+            base_family=family,
+            cross_attention_dim=config.cross_attention_dim,
+            num_attention_layers=len(unet.attn_processors),
+            face_encoder=face_encoder,
+            clip_encoder=clip_info,
+            training={"imported_from": "ip-adapter", "kind": kind, "lora": lora_done},
+        )
+        info = IPAdapterInfo(kind, config, family, num_tokens, lora_done, source)
+        return cls(projection.eval(), metadata, ip_sd, info, image_encoder, feature_extractor, lora_sd, lora_scale)
+
+
+def _check_clip(projection, image_encoder: Any, feature_extractor: Any, kind: str, source: str) -> None:
+    """The image encoder must give the width the projection reads: pooled embeddings or hidden states."""
+    clip_input, clip_dim = projection.clip_input, projection.config.clip_dim
+    if clip_input == "none":
+        return
+    pooled = clip_input == "pooled"
+    if image_encoder is None or feature_extractor is None:
+        raise AdapterError(
+            f"the IP-Adapter {kind} reads CLIP image features: pass image_encoder=<folder or hub id of "
+            f"{_clip_name(clip_dim, pooled)}>"
+        )
+    cfg = image_encoder.config
+    have = cfg.projection_dim if pooled else cfg.hidden_size
+    if have != clip_dim:
+        raise AdapterError(
+            f"image encoder mismatch: {source} was trained with {_clip_name(clip_dim, pooled)}, but the pipeline's "
+            f"image encoder is {_clip_name(have, pooled)} ({getattr(cfg, '_name_or_path', '') or '?'}). SD 1.5 "
+            "adapters and the SDXL '_vit-h' files use ViT-H (models/image_encoder); the other SDXL files use "
+            "ViT-bigG (sdxl_models/image_encoder)"
+        )
 
 
 def load_ip_adapter(
@@ -374,111 +519,14 @@ def load_ip_adapter(
         name: the file name to report (and to tell PlusV2 by) when state dicts are given.
     """
     source = name or ("state dict" if isinstance(path_or_state, tuple) else str(path_or_state))
-    pipe._check_weights_in_place()
     image_proj, ip = path_or_state if isinstance(path_or_state, tuple) else read_ip_adapter_file(path_or_state)
-    kind = detect_ip_adapter_kind(image_proj)
-    if shortcut is None:
-        shortcut = "v2" in Path(source).name.lower()
-    config = _projection_config(kind, image_proj, shortcut, shortcut_scale)
-    if config.cross_attention_dim != pipe.unet.config.cross_attention_dim:
-        made_for = _FAMILY_BY_WIDTH.get(config.cross_attention_dim, f"width {config.cross_attention_dim}")
-        raise AdapterError(
-            f"{source}: its projection makes tokens for {made_for} (width {config.cross_attention_dim}), but the "
-            f"pipeline's UNet is {pipe.family} (width {pipe.unet.config.cross_attention_dim})"
-        )
-    lora_sd = {k: v for k, v in ip.items() if _LORA_KEY.match(k)}
-    ip_sd = {k: v for k, v in ip.items() if k not in lora_sd}
-    _check_base(ip_sd, pipe.unet, source)
-    if lora_sd and lora == "error":
-        raise AdapterError(f"{source} carries FaceID LoRA weights; pass lora='fuse' or lora='skip'")
-
-    # CLIP image encoder: present and of the width the projection reads.
-    projection = build_ip_adapter_projection(config)
-    pipe._set_image_encoder(image_encoder, feature_extractor)
-    clip_info = ClipEncoderInfo(name="none", hidden_size=0, num_tokens=0, layer=-2)
-    if projection.clip_input != "none":
-        if pipe.image_encoder is None or pipe.feature_extractor is None:
-            raise AdapterError(
-                f"the IP-Adapter {kind} reads CLIP image features: pass image_encoder=<folder or hub id of "
-                f"{_clip_name(config.clip_dim, projection.clip_input == 'pooled')}>"
-            )
-        cfg = pipe.image_encoder.config
-        pooled = projection.clip_input == "pooled"
-        have = cfg.projection_dim if pooled else cfg.hidden_size
-        if have != config.clip_dim:
-            raise AdapterError(
-                f"image encoder mismatch: {source} was trained with {_clip_name(config.clip_dim, pooled)}, but the "
-                f"pipeline's image encoder is {_clip_name(have, pooled)} ({getattr(cfg, '_name_or_path', '') or '?'})."
-                " SD 1.5 adapters and the SDXL '_vit-h' files use ViT-H (models/image_encoder); the other SDXL "
-                "files use ViT-bigG (sdxl_models/image_encoder)"
-            )
-        clip_info = ClipEncoderInfo(
-            name=getattr(cfg, "_name_or_path", "") or _clip_name(have, pooled),
-            hidden_size=have,
-            num_tokens=1 if pooled else (cfg.image_size // cfg.patch_size) ** 2 + 1,
-            layer=-2,
-            image_size=cfg.image_size,
-        )
-
-    # Face encoder the embeddings must come from.
-    if projection.uses_face:
-        face_encoder = face_encoder or (FACEID_ENCODER if config.face_dim == FACEID_ENCODER.dim else None)
-        if face_encoder is None or face_encoder.dim != config.face_dim:
-            raise AdapterError(
-                f"{source} expects {config.face_dim}-d face embeddings: pass face_encoder=FaceEncoderInfo(...) "
-                "naming the encoder that makes them"
-            )
-    elif face_encoder is None:
-        if pipe.face_analyzer is None:
-            raise AdapterError(
-                f"the IP-Adapter {kind} reads the face crop only: set the face analyzer that crops faces first "
-                "(pipe.set_face_analyzer(get_face_analyzer())) or pass face_encoder=..."
-            )
-        face_encoder = pipe.face_analyzer.info
-
-    if pipe.face_analyzer is not None:  # before anything changes
-        from ..faces.base import check_compatible
-
-        check_compatible(face_encoder, pipe.face_analyzer.info)
-
-    load_state_strict(projection, image_proj, f"IP-Adapter {kind} image_proj")
-    unfuse_lora(pipe.unet)  # a previous FaceID load's LoRA: replaced, not added a second time
-    install_processors(pipe.unet, init_from_text=False)
-    load_state_strict(processor_module_list(pipe.unet), ip_sd, "ip_adapter (image cross-attention)")
-    lora_done = "none"
-    if lora_sd:
-        if lora == "fuse":
-            layers = _apply_lora(lora_sd, pipe.unet, lora_scale)
-            lora_done = f"fused into {layers} attention layers"
-            logger.warning(
-                "FaceID LoRA fused into the UNet (%d layers): both streams now run the LoRA-adapted base model; "
-                "unload_adapter() takes it out again",
-                layers,
-            )
-        else:
-            lora_done = "skipped"
-            logger.warning("FaceID LoRA weights skipped (lora='skip'): expect weaker likeness")
-    param = next(pipe.unet.parameters())
-    projection.to(device=param.device, dtype=param.dtype).eval()
-
-    num_tokens = config.num_tokens if kind != "full" else clip_info.num_tokens
-    metadata = AdapterMetadata(
-        projection=IdentityProjectionConfig(
-            cross_attention_dim=config.cross_attention_dim,
-            face_dim=face_encoder.dim,
-            clip_dim=config.clip_dim,
-            clip_num_tokens=clip_info.num_tokens,
-            face_num_tokens=config.num_tokens if projection.uses_face else 0,
-            clip_mapper=f"ip-adapter-{kind}",  # type: ignore[arg-type] - not one of ours; see extra
-            extra={"ip_adapter": config.to_dict(), "source": source},
-        ),
-        base_family=pipe.family,
-        cross_attention_dim=config.cross_attention_dim,
-        num_attention_layers=len(pipe.unet.attn_processors),
-        face_encoder=face_encoder,
-        clip_encoder=clip_info,
-        training={"imported_from": "ip-adapter", "kind": kind, "lora": lora_done},
-    )
-    encoder = IPAdapterIdentityEncoder(projection, pipe.image_encoder, pipe.feature_extractor, clip_layer=-2)
-    pipe._set_adapter(projection, metadata, identity_encoder=encoder)
-    return IPAdapterInfo(kind, config, pipe.family, num_tokens, lora_done, source)
+    current = (getattr(pipe, "image_encoder", None), getattr(pipe, "feature_extractor", None))
+    image_encoder, feature_extractor = load_image_encoder(image_encoder, feature_extractor, current)
+    analyzer = None if pipe.face_analyzer is None else pipe.face_analyzer.info
+    adapter = IPAdapter.from_state_dicts(
+        image_proj, ip, pipe.unet, source=source, image_encoder=image_encoder, feature_extractor=feature_extractor,
+        face_encoder=face_encoder, face_analyzer=analyzer, shortcut=shortcut, shortcut_scale=shortcut_scale,
+        lora=lora, lora_scale=lora_scale,
+    )  # fmt: skip
+    pipe.set_adapter(adapter)
+    return adapter.info

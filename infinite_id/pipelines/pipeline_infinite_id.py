@@ -9,7 +9,6 @@ section 3.3). Both streams start from the same noise and, with classifier-free g
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -28,27 +27,23 @@ from diffusers.utils import BaseOutput
 
 from ..adapter import (
     ADAPTER_WEIGHTS_NAME,
-    AdapterError,
     AdapterMetadata,
     ClipEncoderInfo,
-    load_adapter_file,
-    load_state_strict,
-    save_adapter_file,
+    IdentityAdapter,
     unet_family,
+    unfuse_lora,
 )
 from ..attention_processors import (
     AdaIN,
     InfiniteIDAttentionState,
     SelfAttentionMode,
     configure_blocks,
-    install_processors,
     is_installed,
-    processor_module_list,
     uninstall_processors,
 )
-from ..faces.base import FaceEncoderInfo, IdentityCrop, check_compatible
+from ..faces.base import FaceEncoderInfo, IdentityCrop
 from ..faces.precomputed import load_embeddings
-from ..identity import IdentityEncoder, IdentityFeatures, MultiImageMode, combine_tokens
+from ..identity import IdentityFeatures, MultiImageMode, load_image_encoder
 from ..models.projectors import IdentityProjection, IdentityProjectionConfig
 from ..prompts import names_style
 from ..sampling import (
@@ -229,53 +224,62 @@ class InfiniteIDPipeline:
     def family(self) -> str:
         return unet_family(self.unet)
 
+    #: The attached :class:`~infinite_id.adapter.IdentityAdapter` (``set_adapter``); the face analyzer
+    #: (``set_face_analyzer``). Class-level defaults, so that diffusers' config lookup never sees them.
+    _adapter: IdentityAdapter | None = None
+    _face_analyzer: Any = None
+
     @property
-    def image_proj(self) -> IdentityProjection | None:
-        return self.__dict__.get("_infinite_id_image_proj")
+    def adapter(self) -> IdentityAdapter | None:
+        """The identity adapter in use: its mappers, metadata, identity encoder and checks."""
+        return self._adapter
+
+    @property
+    def image_proj(self) -> torch.nn.Module | None:
+        return None if self._adapter is None else self._adapter.projection
 
     @property
     def adapter_metadata(self) -> AdapterMetadata | None:
-        return self.__dict__.get("_infinite_id_metadata")
+        return None if self._adapter is None else self._adapter.metadata
 
     @property
     def face_analyzer(self):
-        return self.__dict__.get("_infinite_id_face_analyzer")
+        return self._face_analyzer
 
     @property
-    def identity_encoder(self) -> IdentityEncoder:
-        custom = self.__dict__.get("_infinite_id_identity_encoder")
-        if custom is not None:  # an imported adapter family with its own inputs (infinite_id.loaders)
-            return custom
-        if self.image_proj is None:
+    def identity_encoder(self):
+        """The adapter's identity encoder (``features``, ``tokens``, ``unconditional_features``)."""
+        if self._adapter is None:
             raise RuntimeError("no Infinite-ID adapter: call load_adapter(...) or init_adapter(...) first")
-        if self.image_encoder is None:
-            raise RuntimeError(
-                "the pipeline has no CLIP image encoder: pass image_encoder=<folder or hub id> to load_adapter"
-            )
-        if self.feature_extractor is None:
-            raise RuntimeError(
-                "the pipeline's image encoder has no feature_extractor (its CLIPImageProcessor): pass "
-                "feature_extractor=... to load_adapter"
-            )
-        return IdentityEncoder(
-            self.image_encoder, self.feature_extractor, self.image_proj, self.adapter_metadata.clip_encoder.layer
-        )
+        return self._adapter.identity_encoder
 
     def to(self, *args, **kwargs):
         """``DiffusionPipeline.to``, also moving the adapter's mappers (they are not a pipeline component)."""
         result = super().to(*args, **kwargs)
-        if self.image_proj is not None:
+        if self._adapter is not None:
             param = next(self.unet.parameters())
-            self.image_proj.to(device=param.device, dtype=param.dtype)
+            self._adapter.to(device=param.device, dtype=param.dtype)
         return result
 
-    def _set_adapter(self, projection: IdentityProjection, metadata: AdapterMetadata, identity_encoder=None) -> None:
-        """Register the adapter's projection and metadata. ``identity_encoder``: an object with the
-        :class:`IdentityEncoder` interface (``features``, ``tokens``, ``unconditional_features``) for projections
-        that read other inputs than ours (IP-Adapter families, see ``infinite_id.loaders``); ``None``: ours."""
-        self.__dict__["_infinite_id_image_proj"] = projection
-        self.__dict__["_infinite_id_metadata"] = metadata
-        self.__dict__["_infinite_id_identity_encoder"] = identity_encoder
+    def set_adapter(self, adapter: IdentityAdapter) -> IdentityAdapter:
+        """Use ``adapter`` (any :class:`~infinite_id.adapter.IdentityAdapter` family) as the identity stream.
+
+        It is checked against the UNet, its image encoder and the face analyzer before anything changes; then its
+        image encoder becomes the pipeline's, its image cross-attention goes into the UNet's processors (replacing
+        an earlier adapter's), and its mappers move to the UNet's device and dtype."""
+        self._check_weights_in_place()
+        adapter.check(self.unet, None if self.face_analyzer is None else self.face_analyzer.info)
+        param = next(self.unet.parameters())
+        if adapter.image_encoder is not None and adapter.image_encoder is not getattr(self, "image_encoder", None):
+            adapter.image_encoder.requires_grad_(False).eval()
+            adapter.image_encoder.to(device=param.device, dtype=param.dtype)
+            self.register_modules(image_encoder=adapter.image_encoder)
+        if adapter.feature_extractor is not None:
+            self.register_modules(feature_extractor=adapter.feature_extractor)
+        adapter.install(self.unet)
+        adapter.to(device=param.device, dtype=param.dtype)
+        self._adapter = adapter
+        return adapter
 
     def _check_weights_in_place(self) -> None:
         """Adapters are installed into the UNet's layers: under sequential offload those hold no weights (they wait
@@ -285,33 +289,9 @@ class InfiniteIDPipeline:
                 "the UNet is under enable_sequential_cpu_offload: load the adapter first, then enable the offload"
             )
 
-    def _set_image_encoder(self, image_encoder, feature_extractor) -> None:
-        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
-
-        if isinstance(image_encoder, (str, os.PathLike)):
-            source = image_encoder
-            try:
-                image_encoder = CLIPVisionModelWithProjection.from_pretrained(source)
-            except OSError as exc:
-                raise FileNotFoundError(f"cannot load a CLIP image encoder from {source}: {exc}") from exc
-            if feature_extractor is None:
-                try:
-                    feature_extractor = CLIPImageProcessor.from_pretrained(source)
-                except OSError:
-                    size = image_encoder.config.image_size
-                    feature_extractor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size=size)
-        if image_encoder is not None:
-            image_encoder.requires_grad_(False).eval()
-            unet_param = next(self.unet.parameters())
-            image_encoder.to(device=unet_param.device, dtype=unet_param.dtype)
-            self.register_modules(image_encoder=image_encoder)
-        if feature_extractor is not None:
-            self.register_modules(feature_extractor=feature_extractor)
-        if getattr(self, "image_encoder", None) is not None and getattr(self, "feature_extractor", None) is None:
-            # an encoder given as a module, or a model folder with an encoder but no feature extractor: CLIP's
-            # own preprocessing (resize, centre crop, CLIP mean/std) at the encoder's input size
-            size = self.image_encoder.config.image_size
-            self.register_modules(feature_extractor=CLIPImageProcessor(size={"shortest_edge": size}, crop_size=size))
+    def _image_encoder_pair(self, image_encoder, feature_extractor) -> tuple[Any, Any]:
+        current = (getattr(self, "image_encoder", None), getattr(self, "feature_extractor", None))
+        return load_image_encoder(image_encoder, feature_extractor, current)
 
     def init_adapter(
         self,
@@ -325,37 +305,11 @@ class InfiniteIDPipeline:
         """Create a fresh, untrained adapter (the start of training): new mappers, ``to_k_ip``/``to_v_ip``
         copied from ``to_k``/``to_v``. Returns the projection module."""
         self._check_weights_in_place()
-        self._set_image_encoder(image_encoder, feature_extractor)
-        if projection_config.cross_attention_dim != self.unet.config.cross_attention_dim:
-            raise ValueError(
-                f"projection width {projection_config.cross_attention_dim} must equal the UNet's cross-attention "
-                f"width {self.unet.config.cross_attention_dim}"
-            )
-        if clip_encoder is None:
-            if self.image_encoder is None:
-                raise ValueError("give clip_encoder=ClipEncoderInfo(...) or an image_encoder")
-            cfg = self.image_encoder.config
-            clip_encoder = ClipEncoderInfo(
-                name=getattr(cfg, "_name_or_path", "") or "clip-vision",
-                hidden_size=cfg.hidden_size,
-                num_tokens=(cfg.image_size // cfg.patch_size) ** 2 + 1,
-                layer=clip_layer,
-                image_size=cfg.image_size,
-            )
-        install_processors(self.unet, init_from_text=True)
-        param = next(self.unet.parameters())
-        projection = IdentityProjection(projection_config).to(device=param.device, dtype=param.dtype)
-        metadata = AdapterMetadata(
-            projection=projection_config,
-            base_family=self.family,
-            cross_attention_dim=self.unet.config.cross_attention_dim,
-            num_attention_layers=len(self.unet.attn_processors),
-            face_encoder=face_encoder,
-            clip_encoder=clip_encoder,
+        image_encoder, feature_extractor = self._image_encoder_pair(image_encoder, feature_extractor)
+        adapter = IdentityAdapter.fresh(
+            projection_config, self.unet, face_encoder, clip_encoder, image_encoder, feature_extractor, clip_layer
         )
-        self._check_image_encoder(metadata)
-        self._set_adapter(projection, metadata)
-        return projection
+        return self.set_adapter(adapter).projection
 
     def load_adapter(
         self,
@@ -383,24 +337,10 @@ class InfiniteIDPipeline:
             path = Path(
                 hf_hub_download(str(pretrained_model_name_or_path), weight_name, subfolder=subfolder, **hub_kwargs)
             )
-        image_proj_sd, ip_sd, metadata = load_adapter_file(path)
-        metadata.check_unet(self.unet, self.family)
-        self._check_weights_in_place()
-        self._set_image_encoder(image_encoder, feature_extractor)
-        self._check_image_encoder(metadata)
-        if self.face_analyzer is not None:
-            self._check_face_analyzer(metadata, self.face_analyzer)
-        projection = IdentityProjection(metadata.projection)
-        load_state_strict(projection, image_proj_sd, "image_proj (mappers)")
-        from ..loaders.ip_adapter import unfuse_lora
-
-        unfuse_lora(self.unet)  # a FaceID LoRA from an earlier IP-Adapter load belongs to that adapter
-        install_processors(self.unet, init_from_text=False)
-        load_state_strict(processor_module_list(self.unet), ip_sd, "ip_adapter (image cross-attention)")
-        param = next(self.unet.parameters())
-        projection.to(device=param.device, dtype=param.dtype).eval()
-        self._set_adapter(projection, metadata)
-        return metadata
+        adapter = IdentityAdapter.from_file(path)
+        adapter.check_unet(self.unet)  # before an image encoder is loaded for it
+        adapter.image_encoder, adapter.feature_extractor = self._image_encoder_pair(image_encoder, feature_extractor)
+        return self.set_adapter(adapter).metadata
 
     def load_lora_weights(self, *args: Any, **kwargs: Any):
         """diffusers' LoRA loading (both streams run the LoRA-adapted UNet); it needs peft, an optional extra."""
@@ -433,29 +373,22 @@ class InfiniteIDPipeline:
 
     def save_adapter(self, path: str | os.PathLike, training: dict[str, Any] | None = None) -> Path:
         """Write the adapter (mappers + image cross-attention + metadata) as safetensors; returns the file."""
-        if self.image_proj is None:
+        if self._adapter is None:
             raise RuntimeError("no adapter to save")
-        metadata = self.adapter_metadata
-        if training is not None:
-            metadata = dataclasses.replace(metadata, training=dict(training))
-        return save_adapter_file(path, self.image_proj, self.unet, metadata)
+        return self._adapter.save(path, self.unet, training)
 
     def unload_adapter(self) -> None:
         """Remove the adapter: default processors again, projection dropped, a fused FaceID LoRA taken out."""
-        from ..loaders.ip_adapter import unfuse_lora
-
         unfuse_lora(self.unet)
         if is_installed(self.unet):
             uninstall_processors(self.unet)
-        self.__dict__.pop("_infinite_id_image_proj", None)
-        self.__dict__.pop("_infinite_id_metadata", None)
-        self.__dict__.pop("_infinite_id_identity_encoder", None)
+        self._adapter = None
 
     def set_face_analyzer(self, analyzer) -> None:
         """Use ``analyzer`` (an ``infinite_id.faces.FaceAnalyzer``) to turn reference photos into embeddings."""
-        if self.adapter_metadata is not None:
-            self._check_face_analyzer(self.adapter_metadata, analyzer)
-        self.__dict__["_infinite_id_face_analyzer"] = analyzer
+        if self._adapter is not None:
+            self._adapter.check_face_encoder(analyzer.info)
+        self._face_analyzer = analyzer
 
     def set_blocks(
         self,
@@ -465,21 +398,6 @@ class InfiniteIDPipeline:
     ) -> None:
         """Per-block selection of mixed attention and ID injection (see ``configure_blocks``)."""
         configure_blocks(self.unet, mixed_attention_blocks, id_blocks, id_block_scales)
-
-    def _check_image_encoder(self, metadata: AdapterMetadata) -> None:
-        if self.image_encoder is None:
-            return
-        width = self.image_encoder.config.hidden_size
-        if width != metadata.clip_encoder.hidden_size or width != metadata.projection.clip_dim:
-            raise AdapterError(
-                f"the adapter expects the CLIP image encoder {metadata.clip_encoder.describe()}, but the pipeline's "
-                f"image encoder has width {width} ({getattr(self.image_encoder.config, '_name_or_path', '?')}); "
-                "pass the matching image_encoder to load_adapter"
-            )
-
-    @staticmethod
-    def _check_face_analyzer(metadata: AdapterMetadata, analyzer) -> None:
-        check_compatible(metadata.face_encoder, analyzer.info)
 
     # ------------------------------------------------------------------ identity
     def _load_image(self, image: ImageInput) -> PIL.Image.Image:
@@ -500,7 +418,7 @@ class InfiniteIDPipeline:
         if isinstance(face_embeds, (str, os.PathLike)):
             array, file_metadata, _ = load_embeddings(face_embeds)
             if {"backend", "model", "dim"} <= set(file_metadata):
-                check_compatible(self.adapter_metadata.face_encoder, FaceEncoderInfo.from_dict(file_metadata))
+                self.adapter.check_face_encoder(FaceEncoderInfo.from_dict(file_metadata))
             return torch.as_tensor(array)
         array = torch.as_tensor(np.asarray(face_embeds, dtype=np.float32))
         return array.reshape(1, -1) if array.ndim == 1 else array
@@ -523,6 +441,7 @@ class InfiniteIDPipeline:
         Several photos of one person are merged by ``multi_image``.
         """
         encoder = self.identity_encoder
+        adapter = self._adapter
         if id_features is None:
             if id_images is None:
                 raise ValueError(
@@ -541,22 +460,15 @@ class InfiniteIDPipeline:
                 for image in images:
                     found = image if isinstance(image, IdentityCrop) else self._analyze(image, face_index)
                     if found.info is not None:
-                        check_compatible(self.adapter_metadata.face_encoder, found.info)
+                        adapter.check_face_encoder(found.info)
                     crops.append(found.clip_crop)
                     embeds.append(torch.as_tensor(np.asarray(found.embedding, dtype=np.float32)))
             face = torch.stack([torch.as_tensor(e) for e in embeds])
             id_features = encoder.features(crops, face)
-        expected = self.adapter_metadata.face_encoder.dim
-        if id_features.face_embeds.shape[-1] != expected:
-            raise AdapterError(
-                f"face embedding has {id_features.face_embeds.shape[-1]} dimensions but the adapter was trained on "
-                f"{self.adapter_metadata.face_encoder.describe()}: use that face encoder"
-            )
-        self.image_proj.to(device=self._execution_device)
-        cond = combine_tokens(encoder.tokens(id_features), multi_image)
-        uncond = combine_tokens(encoder.tokens(encoder.unconditional_features(len(id_features))), multi_image)
+        adapter.to(device=self._execution_device)
+        cond, uncond = adapter.encode(id_features, multi_image)
         if self._offloaded():  # like the offloaded components: on the accelerator only while it computes
-            self.image_proj.to(device="cpu")
+            adapter.to(device="cpu")
         return cond, uncond
 
     def _offloaded(self) -> bool:

@@ -244,3 +244,19 @@ def test_an_image_encoder_without_a_feature_extractor_gets_clip_preprocessing(tm
     assert pipe.feature_extractor.crop_size == {"height": size, "width": size}
     cond, _ = pipe.encode_identity(reference[0], face_embeds=reference[1])
     assert cond.shape == (1, 16, pipe.unet.config.cross_attention_dim)
+
+
+def test_ip_adapter_imports_are_adapter_objects_set_through_the_public_method(tmp_path, make_pipe):
+    from infinite_id.loaders import IPAdapter
+
+    pipe = make_pipe("sd15", adapter=False)
+    path = _files(tmp_path, pipe, "faceid", ".bin", lora_rank=4)
+    info = load_ip_adapter(pipe, path, face_encoder=TEST_FACE)
+    assert isinstance(pipe.adapter, IPAdapter) and pipe.adapter.info is info
+    assert pipe.identity_encoder is pipe.adapter.identity_encoder
+    assert info.lora.startswith("fused into") and pipe.adapter_metadata.training["lora"] == info.lora
+    # the same object, built without a pipeline, attaches to another one of the same base model
+    other = make_pipe("sd15", adapter=False)
+    adapter = IPAdapter.from_state_dicts(*read_ip_adapter_file(path), other.unet, source=path.name,
+                                         face_encoder=TEST_FACE, lora="skip")  # fmt: skip
+    assert other.set_adapter(adapter).info.lora == "skipped"

@@ -17,16 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import ops
-
-SelfAttentionMode = Literal["mixed", "mutual", "independent"]
-AdaIN = Literal[False, "mean", "full"]
+from .controls import AdaIN, SelfAttentionMode, check_applied_adain, check_self_attention
 
 __all__ = [
     "AdaIN",
@@ -56,8 +53,8 @@ class InfiniteIDAttentionState:
         id_scale: weight of the image cross-attention (0 skips it).
         self_attention: what the identity rows' self-attention does this step: ``"mixed"`` (the paper),
             ``"mutual"`` (MasaCtrl ablation) or ``"independent"`` (plain self-attention).
-        adain: ``False``, ``"mean"`` (AdaIN-mean, the paper) or ``"full"`` (ablation), applied in mixed
-            attention.
+        adain: ``"off"``, ``"mean"`` (AdaIN-mean, the paper) or ``"full"`` (ablation), applied in mixed
+            attention (``False``/``True`` are read as off/mean, see :mod:`infinite_id.controls`).
         text_cross_attention: ``False`` switches the identity rows' text cross-attention off
             (identity-enhanced training).
     """
@@ -66,14 +63,12 @@ class InfiniteIDAttentionState:
     id_tokens: torch.Tensor | None = None
     id_scale: float = 1.0
     self_attention: SelfAttentionMode = "mixed"
-    adain: AdaIN = False
+    adain: AdaIN = "off"
     text_cross_attention: bool = True
 
     def __post_init__(self) -> None:
-        if self.self_attention not in ("mixed", "mutual", "independent"):
-            raise ValueError(f"self_attention must be 'mixed', 'mutual' or 'independent', got {self.self_attention!r}")
-        if self.adain not in (False, "mean", "full"):
-            raise ValueError(f"adain must be False, 'mean' or 'full', got {self.adain!r}")
+        self.self_attention = check_self_attention(self.self_attention)
+        self.adain = check_applied_adain(self.adain)
         if self.text_rows < 0:
             raise ValueError("text_rows must be >= 0")
 

@@ -21,11 +21,27 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from . import __version__
+from .controls import (
+    ADAIN_CHOICES,
+    DEFAULT_ADAIN,
+    DEFAULT_GUIDANCE,
+    DEFAULT_ID_SCALE,
+    DEFAULT_SELF_ATTENTION,
+    DEFAULT_STEPS,
+    GUIDANCE,
+    ID_SCALE,
+    SELF_ATTENTION_CHOICES,
+    STEPS,
+    check_adain,
+    check_self_attention,
+)
 from .defaults import LoadedModel, load_model, miniature_model_available, resolve_default_model, resolve_device
 from .errors import InfiniteIDError, OutputPathError, UserInputError
 from .sampling import FAST_PRESET, check_text_stream
 
 __all__ = [
+    "ADAIN_CHOICES",  # the method's choices live in infinite_id.controls; importable from here as before
+    "SELF_ATTENTION_CHOICES",
     "STYLE_PRESETS",
     "USER_ERRORS",
     "GenerationResult",
@@ -53,8 +69,6 @@ STYLE_PRESETS: dict[str, str] = {
     "watercolor": "in watercolor painting style",
     "anime": "in anime style",
 }
-ADAIN_CHOICES = ("auto", "mean", "off", "full")
-SELF_ATTENTION_CHOICES = ("mixed", "mutual", "independent")
 
 
 def apply_style(prompt: str, style: str | None) -> str:
@@ -74,11 +88,11 @@ class GenerationSettings:
     negative_prompt: str | None = None
     style: str | None = None
     seed: int = 0
-    steps: int = 30
-    guidance: float = 5.0
-    id_scale: float = 1.0
-    adain: str = "auto"
-    self_attention: str = "mixed"
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    id_scale: float = DEFAULT_ID_SCALE
+    adain: str = DEFAULT_ADAIN
+    self_attention: str = DEFAULT_SELF_ATTENTION
     height: int | None = None
     width: int | None = None
     fast: bool = False  # the fast preset (infinite_id.sampling.FAST_PRESET) instead of the exact mode
@@ -87,16 +101,11 @@ class GenerationSettings:
         """Raise ``ValueError`` naming the first bad setting."""
         if not self.prompt or not self.prompt.strip():
             raise UserInputError("the prompt is empty")
-        if self.steps < 1 or self.steps > 1000:
-            raise UserInputError(f"steps must be between 1 and 1000, got {self.steps}")
-        if not 0.0 <= self.guidance <= 50.0:
-            raise UserInputError(f"guidance must be between 0 and 50, got {self.guidance}")
-        if not 0.0 <= self.id_scale <= 5.0:
-            raise UserInputError(f"ID scale must be between 0 and 5, got {self.id_scale}")
-        if self.adain not in ADAIN_CHOICES:
-            raise UserInputError(f"AdaIN must be one of {', '.join(ADAIN_CHOICES)}, got {self.adain!r}")
-        if self.self_attention not in SELF_ATTENTION_CHOICES:
-            raise UserInputError(f"self-attention must be one of {', '.join(SELF_ATTENTION_CHOICES)}")
+        STEPS.check(self.steps)
+        GUIDANCE.check(self.guidance)
+        ID_SCALE.check(self.id_scale)
+        self.adain = check_adain(self.adain)  # True/False read as mean/off, stored (and in PNGs) as spelled here
+        check_self_attention(self.self_attention)
         if not 0 <= self.seed < 2**63:
             raise UserInputError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
         apply_style(self.prompt, self.style)

@@ -26,6 +26,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from .controls import check_applied_adain
+
 AdaINMode = Literal["mean", "full"]
 
 __all__ = ["AdaINMode", "adain", "adain_mean", "mixed_attention", "mutual_attention"]
@@ -63,22 +65,22 @@ def mixed_attention(
     v_id: torch.Tensor,
     k_t: torch.Tensor,
     v_t: torch.Tensor,
-    adain: bool | AdaINMode = False,
+    adain: bool | Literal["off", "mean", "full"] = "off",
 ) -> torch.Tensor:
     """Mixed attention of the identity stream: ``softmax(q [k_id; k_t]^T / sqrt(d)) [v_id; v_t]``.
 
     All inputs are ``(batch, heads, tokens, head_dim)``; ``q``/``k_id``/``v_id`` come from the identity stream
     and ``k_t``/``v_t`` from the text stream at the same layer and step (matching batch rows). With ``adain``
-    (``True`` or ``"mean"``), ``k_id``/``v_id`` are first moved to the text stream's mean by :func:`adain_mean`;
-    ``"full"`` uses full AdaIN instead (ablation). Returns ``(batch, heads, q_tokens, head_dim)``.
+    ``"mean"`` (or ``True``), ``k_id``/``v_id`` are first moved to the text stream's mean by :func:`adain_mean`;
+    ``"full"`` uses full AdaIN instead (ablation); ``"off"`` (or ``False``) neither (the spellings of
+    :mod:`infinite_id.controls`). Returns ``(batch, heads, q_tokens, head_dim)``.
     """
     _check_4d(q=q, k_id=k_id, v_id=v_id, k_t=k_t, v_t=v_t)
-    if adain is True or adain == "mean":
+    mode = check_applied_adain(adain)
+    if mode == "mean":
         k_id, v_id = adain_mean(k_id, k_t), adain_mean(v_id, v_t)
-    elif adain == "full":
+    elif mode == "full":
         k_id, v_id = _full_adain(k_id, k_t), _full_adain(v_id, v_t)
-    elif adain is not False:
-        raise ValueError(f"adain must be False, True, 'mean' or 'full', got {adain!r}")
     key = torch.cat([k_id, k_t], dim=-2)
     value = torch.cat([v_id, v_t], dim=-2)
     return F.scaled_dot_product_attention(q, key, value)

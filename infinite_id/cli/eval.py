@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from ..controls import DEFAULT_GUIDANCE, DEFAULT_ID_SCALE, DEFAULT_STEPS
 from . import app
 
 FACE_ALIASES = {"arcface": "insightface", "insightface": "insightface", "dlib": "dlib"}
@@ -96,11 +97,11 @@ def eval_command(
         help="Comma-separated method presets (docs/evaluation.md).",
     ),
     seeds: int = typer.Option(4, help="Seeds 0..N-1 per identity and prompt."),
-    id_scale: float = typer.Option(1.0, help="ID scale of the main table."),
+    id_scale: float = typer.Option(DEFAULT_ID_SCALE, help="ID scale of the main table."),
     curve_scales: str = typer.Option("0,0.25,0.5,0.75,1.0", help="ID scales of the trade-off curve ('' for none)."),
     curve_methods: str = typer.Option("infinite-id,no-mixed-attention", help="Methods drawn on the curve."),
-    steps: int = typer.Option(30, help="Denoising steps."),
-    guidance: float = typer.Option(5.0, help="Classifier-free guidance scale."),
+    steps: int = typer.Option(DEFAULT_STEPS, help="Denoising steps."),
+    guidance: float = typer.Option(DEFAULT_GUIDANCE, help="Classifier-free guidance scale."),
     height: int = typer.Option(None, help="Image height (default: the model's)."),
     width: int = typer.Option(None, help="Image width (default: the model's)."),
     negative_prompt: str = typer.Option(None, help="Negative prompt for every image."),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from .. import controls
 from . import app, fail
 
 EPILOG = """\
@@ -123,14 +124,27 @@ def generate_command(
         "watercolor, anime.",
     ),
     seed: str | None = typer.Option(None, "--seed", "-s", help="Seed(s): 7, 1,2,5 or 0-3. Default: one random seed."),
-    steps: int = typer.Option(30, "--steps", help="Denoising steps (the paper: 30)."),
-    guidance: float = typer.Option(5.0, "--guidance", help="Classifier-free guidance scale (the paper: 5)."),
-    id_scale: float = typer.Option(1.0, "--id-scale", help="Weight of the identity (0 = base model)."),
+    steps: int = typer.Option(
+        controls.DEFAULT_STEPS, "--steps", help=f"Denoising steps (the paper: {controls.DEFAULT_STEPS})."
+    ),
+    guidance: float = typer.Option(
+        controls.DEFAULT_GUIDANCE,
+        "--guidance",
+        help=f"Classifier-free guidance scale (the paper: {controls.DEFAULT_GUIDANCE:g}).",
+    ),
+    id_scale: float = typer.Option(
+        controls.DEFAULT_ID_SCALE, "--id-scale", help="Weight of the identity (0 = base model)."
+    ),
     adain: str = typer.Option(
-        "auto", "--adain", help="AdaIN-mean: auto (on when the prompt names a style), mean, off, full (ablation)."
+        controls.DEFAULT_ADAIN,
+        "--adain",
+        help=f"AdaIN-mean: {', '.join(controls.ADAIN_CHOICES)} (auto: on when the prompt names a style; full: the "
+        "ablation).",
     ),
     self_attention: str = typer.Option(
-        "mixed", "--self-attention", help="mixed (the paper), mutual or independent (ablations)."
+        controls.DEFAULT_SELF_ATTENTION,
+        "--self-attention",
+        help=f"{', '.join(controls.SELF_ATTENTION_CHOICES)} (the first is the paper's, the others ablations).",
     ),
     multi_image: str = typer.Option("concat", "--multi-image", help="Several --ref photos: concat (paper) or mean."),
     size: str | None = typer.Option(None, "--size", help="1024 or WIDTHxHEIGHT. Default: the model's."),
@@ -146,7 +160,7 @@ def generate_command(
     face_backend: str = typer.Option(
         "auto",
         "--face-backend",
-        help="auto (the model's own: mini for the default model), insightface, dlib or mini.",
+        help=f"{', '.join(controls.face_backend_choices())} (auto: the model's own, mini for the default model).",
     ),
     face_model: str | None = typer.Option(None, "--face-model", help="insightface pack (buffalo_l, antelopev2, ...)."),
     face_model_dir: str | None = typer.Option(None, "--face-model-dir", help="Folder with the face model files."),
@@ -173,7 +187,7 @@ def generate_command(
     from rich.console import Console
 
     from ..errors import UserInputError
-    from ..generation import ADAIN_CHOICES, SELF_ATTENTION_CHOICES, STYLE_PRESETS, GenerationSettings
+    from ..generation import STYLE_PRESETS, GenerationSettings
     from ..outputs import check_input_file, check_writable
     from ..sampling import FAST_PRESET, check_text_stream
 
@@ -194,16 +208,18 @@ def generate_command(
             raise typer.BadParameter(f"{s!r}: choose none, {', '.join(STYLE_PRESETS)}", param_hint="--style")
     seeds = parse_seeds(seed)
     width, height = parse_size(size)
-    if adain not in ADAIN_CHOICES:
-        raise typer.BadParameter(f"{adain!r}: choose {', '.join(ADAIN_CHOICES)}", param_hint="--adain")
-    if self_attention not in SELF_ATTENTION_CHOICES:
-        raise typer.BadParameter(f"choose {', '.join(SELF_ATTENTION_CHOICES)}", param_hint="--self-attention")
+    checks = (("--adain", controls.check_adain, adain), ("--self-attention", controls.check_self_attention,
+                                                         self_attention))  # fmt: skip
+    for hint, check, value in checks:
+        try:
+            check(value)
+        except UserInputError as exc:
+            raise typer.BadParameter(str(exc), param_hint=hint) from None
     if multi_image not in ("concat", "mean"):
         raise typer.BadParameter(f"{multi_image!r}: choose concat or mean", param_hint="--multi-image")
-    if face_backend not in ("auto", "insightface", "dlib", "mini"):
-        raise typer.BadParameter(
-            f"{face_backend!r}: choose auto, insightface, dlib or mini", param_hint="--face-backend"
-        )
+    backends = controls.face_backend_choices()
+    if face_backend not in backends:
+        raise typer.BadParameter(f"{face_backend!r}: choose {', '.join(backends)}", param_hint="--face-backend")
     if fast:
         try:
             check_text_stream(FAST_PRESET["text_stream"], also_text_stream)

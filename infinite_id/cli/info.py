@@ -42,8 +42,12 @@ def _devices() -> dict[str, Any]:
     return devices
 
 
-#: The backends ``info`` reports; ``mini`` reads only the miniature world's renders (the default model's own).
-FACE_BACKENDS = ("insightface", "dlib", "mini")
+def face_backend_names() -> tuple[str, ...]:
+    """The backends ``info`` reports: the ones ``--face-backend`` names (``mini`` reads only the miniature
+    world's renders: the default model's own)."""
+    from ..controls import face_backend_choices
+
+    return tuple(b for b in face_backend_choices() if b != "auto")
 
 
 def _face_backends() -> dict[str, Any]:
@@ -52,7 +56,7 @@ def _face_backends() -> dict[str, Any]:
     from ..faces.errors import BackendUnavailableError
 
     found: dict[str, Any] = {}
-    for name in FACE_BACKENDS:
+    for name in face_backend_names():
         try:
             found[name] = {"available": True, "encoder": get_face_analyzer(name).info.describe()}
         except (BackendUnavailableError, ImportError, OSError, ValueError) as exc:
@@ -127,7 +131,7 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
                   f"mps: {devices['mps']}")  # fmt: skip
     faces = data["face_backends"]
     console.print("[bold]face backends[/] (auto -> " + str(faces["auto"]) + "):")
-    for name in FACE_BACKENDS:
+    for name in face_backend_names():
         entry = faces[name]
         state = f"[green]{entry['encoder']}[/]" if entry["available"] else f"[red]unavailable[/]: {entry['reason']}"
         console.print(f"  {name}: {state}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from ..controls import face_backend_choices
 from . import app
 
 
@@ -17,7 +18,7 @@ def serve_command(
     face_backend: str = typer.Option(
         "auto",
         "--face-backend",
-        help="auto (the model's own: mini for the default model), insightface, dlib or mini.",
+        help=f"{', '.join(face_backend_choices())} (auto: the model's own, mini for the default model).",
     ),
     face_model: str | None = typer.Option(None, "--face-model", help="insightface pack (buffalo_l, antelopev2, ...)."),
     face_model_dir: str | None = typer.Option(None, "--face-model-dir", help="Folder with the face model files."),

@@ -26,8 +26,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..controls import METHOD_CONTROLS, check_method
 from ..errors import UserInputError
-from ..sampling import FAST_PRESET
+from ..sampling import FAST_PRESET, check_text_stream
 
 __all__ = ["DEFAULT_METHODS", "METHODS", "Method", "resolve_methods"]
 
@@ -53,6 +54,11 @@ class Method:
     stream: Literal["images", "text_images"] = "images"
     uses_identity_scale: bool = True
 
+    def __post_init__(self) -> None:
+        """A preset is checked by the controls' own validation when it is defined, not when a run reaches it."""
+        check_method(**{k: v for k, v in self.pipeline_kwargs.items() if k in METHOD_CONTROLS})
+        check_text_stream(self.pipeline_kwargs.get("text_stream", "exact"), self.stream == "text_images")
+
     def prompt_for(self, prompt: str) -> str:
         return prompt if self.prompt_override is None else self.prompt_override
 
@@ -70,6 +76,8 @@ class Method:
         }
 
 
+#: The presets' values are the spellings of :mod:`infinite_id.controls`; ``adain`` off is written ``False``, its
+#: accepted alias, because earlier evaluations recorded it so in settings.json, which a resumed run compares.
 _FULL = {"self_attention": "mixed", "adain": "auto"}
 
 METHODS: dict[str, Method] = {

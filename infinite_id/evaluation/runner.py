@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ..controls import DEFAULT_GUIDANCE, DEFAULT_ID_SCALE, DEFAULT_STEPS
 from ..errors import InfiniteIDError, MissingInputError, UserInputError
 from ..outputs import check_output_dir
 from .methods import Method
@@ -112,11 +113,11 @@ class EvalSettings:
     adapter: str
     methods: list[str]
     seeds: list[int]
-    id_scale: float = 1.0
+    id_scale: float = DEFAULT_ID_SCALE
     curve_scales: list[float] = field(default_factory=list)
     curve_methods: list[str] = field(default_factory=list)
-    num_inference_steps: int = 30
-    guidance_scale: float = 5.0
+    num_inference_steps: int = DEFAULT_STEPS
+    guidance_scale: float = DEFAULT_GUIDANCE
     height: int | None = None
     width: int | None = None
     negative_prompt: str | None = None

@@ -36,12 +36,13 @@ from typing import Any, TypeVar
 
 import torch
 
+from ..controls import DEFAULT_STEPS
 from ..sampling import FAST_PRESET, call_progress, text_stream_calls
 
 K = TypeVar("K")
 
 VARIANTS = ("plain", "identity", "two-stream")
-STEPS_PER_IMAGE = 30
+STEPS_PER_IMAGE = DEFAULT_STEPS
 
 
 # ---------------------------------------------------------------------------------------------- models

@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -34,18 +34,27 @@ from ..adapter import (
     unfuse_lora,
 )
 from ..attention_processors import (
-    AdaIN,
     InfiniteIDAttentionState,
-    SelfAttentionMode,
     configure_blocks,
     is_installed,
     uninstall_processors,
+)
+from ..controls import (
+    DEFAULT_ADAIN,
+    DEFAULT_GUIDANCE,
+    DEFAULT_ID_SCALE,
+    DEFAULT_SELF_ATTENTION,
+    DEFAULT_STEPS,
+    DEFAULT_WINDOW,
+    AdaINChoice,
+    SelfAttentionMode,
+    check_method,
+    resolve_adain,
 )
 from ..faces.base import FaceEncoderInfo, IdentityCrop
 from ..faces.precomputed import load_embeddings
 from ..identity import IdentityFeatures, MultiImageMode, load_image_encoder
 from ..models.projectors import IdentityProjection, IdentityProjectionConfig
-from ..prompts import names_style
 from ..sampling import (
     TextStreamMode,
     call_progress,
@@ -56,7 +65,7 @@ from ..sampling import (
 )
 
 ImageInput = str | os.PathLike | PIL.Image.Image | np.ndarray
-AdaINArg = bool | Literal["auto", "mean", "full", "off"]
+AdaINArg = bool | AdaINChoice
 
 __all__ = [
     "InfiniteIDPipeline",
@@ -83,27 +92,6 @@ class _TextConditioning:
 
     embeds: torch.Tensor
     added: dict[str, torch.Tensor] | None
-
-
-def _resolve_adain(adain: AdaINArg, prompts: Sequence[str]) -> AdaIN:
-    if adain == "auto":
-        return "mean" if any(names_style(p) for p in prompts) else False
-    if adain is True or adain == "mean":
-        return "mean"
-    if adain is False or adain == "off":
-        return False
-    if adain == "full":
-        return "full"
-    raise ValueError(f"adain must be 'auto', True/'mean', False/'off' or 'full', got {adain!r}")
-
-
-def _check_window(name: str, window: tuple[float, float]) -> tuple[float, float]:
-    start, end = (float(w) for w in window)
-    if not 0.0 <= start <= end <= 1.0:
-        raise ValueError(
-            f"{name} must be (start, end) fractions of the denoising with 0 <= start <= end <= 1, got {window}"
-        )
-    return start, end
 
 
 def _check_local_model_folder(name_or_path: str | os.PathLike) -> None:
@@ -536,17 +524,17 @@ class InfiniteIDPipeline:
         negative_prompt_2: str | list[str] | None = None,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = 30,
+        num_inference_steps: int = DEFAULT_STEPS,
         timesteps: list[int] | None = None,
         sigmas: list[float] | None = None,
         denoising_end: float | None = None,
-        guidance_scale: float = 5.0,
+        guidance_scale: float = DEFAULT_GUIDANCE,
         guidance_rescale: float = 0.0,
-        id_scale: float = 1.0,
-        adain: AdaINArg = "auto",
-        self_attention: SelfAttentionMode = "mixed",
-        mixed_attention_window: tuple[float, float] = (0.0, 1.0),
-        id_window: tuple[float, float] = (0.0, 1.0),
+        id_scale: float = DEFAULT_ID_SCALE,
+        adain: AdaINArg = DEFAULT_ADAIN,
+        self_attention: SelfAttentionMode = DEFAULT_SELF_ATTENTION,
+        mixed_attention_window: tuple[float, float] = DEFAULT_WINDOW,
+        id_window: tuple[float, float] = DEFAULT_WINDOW,
         return_text_stream: bool = False,
         text_stream: TextStreamMode = "exact",
         num_images_per_prompt: int = 1,
@@ -576,12 +564,13 @@ class InfiniteIDPipeline:
         and no face analyzer is set), ``id_features`` (cached encoder outputs) or ``id_tokens`` (``cond`` or
         ``(cond, uncond)``, each ``(1, tokens, dim)``).
 
-        Method controls: ``id_scale`` weighs the image cross-attention; ``adain`` is ``"auto"`` (AdaIN-mean when
-        the prompt names a style; off with ``prompt_embeds``, which carry no text to read), ``True``/``"mean"``,
-        ``False``/``"off"`` or ``"full"`` (ablation); ``self_attention`` is ``"mixed"`` (the paper), ``"mutual"``
-        or ``"independent"`` (ablations); the windows are ``(start, end)`` fractions of the denoising during which
-        mixed attention / ID injection act, measured on the scheduler's timesteps (see
-        :func:`infinite_id.sampling.call_progress`), so they mean the same on one- and two-call schedulers.
+        Method controls (their choices, defaults and ranges are defined in :mod:`infinite_id.controls`):
+        ``id_scale`` weighs the image cross-attention; ``adain`` is ``"auto"`` (AdaIN-mean when the prompt names a
+        style; off with ``prompt_embeds``, which carry no text to read), ``True``/``"mean"``, ``False``/``"off"``
+        or ``"full"`` (ablation); ``self_attention`` is ``"mixed"`` (the paper), ``"mutual"`` or ``"independent"``
+        (ablations); the windows are ``(start, end)`` fractions of the denoising during which mixed attention / ID
+        injection act, measured on the scheduler's timesteps (see :func:`infinite_id.sampling.call_progress`), so
+        they mean the same on one- and two-call schedulers.
         ``return_text_stream`` also returns the text stream's images (``text_images``). ``text_stream`` is
         ``"exact"`` (default: the text stream runs every step) or ``"window"`` (fast mode: it stops once the
         mixed-attention window has closed, where it no longer reaches the identity stream, so the identity image
@@ -595,10 +584,13 @@ class InfiniteIDPipeline:
         """
         if self.image_proj is None and id_tokens is None:
             raise RuntimeError("no Infinite-ID adapter: call load_adapter(...) first")
-        if self_attention not in ("mixed", "mutual", "independent"):
-            raise ValueError(f"self_attention must be 'mixed', 'mutual' or 'independent', got {self_attention!r}")
-        if num_inference_steps < 1:
-            raise ValueError("num_inference_steps must be >= 1")
+        method = check_method(  # the method's controls, read and spelled as in infinite_id.controls
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, id_scale=id_scale, adain=adain,
+            self_attention=self_attention, mixed_attention_window=mixed_attention_window, id_window=id_window,
+        )  # fmt: skip
+        self_attention, mixed_attention_window, id_window = (
+            method["self_attention"], method["mixed_attention_window"], method["id_window"]
+        )  # fmt: skip
         if id_tokens is None and id_features is None and id_images is None:
             raise ValueError(
                 "Infinite-ID needs the reference photo: its CLIP branch reads the face crop. Pass id_images "
@@ -608,8 +600,6 @@ class InfiniteIDPipeline:
             raise ValueError(f"denoising_end must be a fraction in (0, 1], got {denoising_end}")
         if not 0.0 <= guidance_rescale <= 1.0:
             raise ValueError(f"guidance_rescale must be in [0, 1], got {guidance_rescale}")
-        mixed_attention_window = _check_window("mixed_attention_window", mixed_attention_window)
-        id_window = _check_window("id_window", id_window)
         text_stream = check_text_stream(text_stream, return_text_stream)
         if not is_installed(self.unet):
             raise RuntimeError("the UNet has no Infinite-ID processors: call load_adapter(...) first")
@@ -642,7 +632,7 @@ class InfiniteIDPipeline:
             "negative_target_size": negative_target_size,
         }
         self._check_text_arguments(text_args, sdxl_args)
-        adain_mode = _resolve_adain(adain, prompts)
+        adain_mode = resolve_adain(method["adain"], prompts)
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]

@@ -25,6 +25,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from ..controls import ADAIN_CHOICES, DEFAULT_ADAIN, DEFAULT_ID_SCALE, DEFAULT_STEPS  # noqa: E402
 from ..generation import STYLE_PRESETS, USER_ERRORS, GenerationSettings, Generator  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -262,12 +263,21 @@ def build_app(generator: Generator, limits: ServeLimits | None = None) -> gr.Blo
                 style = gr.Dropdown(["none", *STYLE_PRESETS], value="none", label="Style preset", elem_id="style")
                 with gr.Accordion("Settings", open=False):
                     negative = gr.Textbox(label="Negative prompt", value="", elem_id="negative")
-                    id_scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="ID scale", elem_id="id-scale")
+                    id_scale = gr.Slider(
+                        0.0, 2.0, value=DEFAULT_ID_SCALE, step=0.05, label="ID scale", elem_id="id-scale"
+                    )
                     adain = gr.Radio(
-                        ["auto", "mean", "off"], value="auto", label="AdaIN-mean (auto: on for style prompts)"
+                        list(ADAIN_CHOICES),
+                        value=DEFAULT_ADAIN,
+                        label="AdaIN-mean (auto: on for style prompts; full: the ablation)",
                     )
                     steps = gr.Slider(
-                        1, limits.max_steps, value=min(30, limits.max_steps), step=1, label="Steps", elem_id="steps"
+                        1,
+                        limits.max_steps,
+                        value=min(DEFAULT_STEPS, limits.max_steps),
+                        step=1,
+                        label="Steps",
+                        elem_id="steps",
                     )
                     seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="seed")
                 run = gr.Button("Generate", variant="primary", elem_id="generate")

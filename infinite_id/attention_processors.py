@@ -94,60 +94,11 @@ def _from_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
-class _AttentionIO:
-    """The input and output conventions of diffusers' ``Attention`` (4-D inputs, norms, residual, rescale)."""
-
-    @staticmethod
-    def enter(attn, hidden_states: torch.Tensor, temb: torch.Tensor | None):
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        shape = None
-        if hidden_states.ndim == 4:
-            shape = hidden_states.shape
-            b, c, h, w = shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        return hidden_states, residual, shape
-
-    @staticmethod
-    def exit(attn, out: torch.Tensor, residual: torch.Tensor, shape) -> torch.Tensor:
-        out = attn.to_out[1](attn.to_out[0](out))
-        if shape is not None:
-            b, c, h, w = shape
-            out = out.transpose(-1, -2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
-
-    @staticmethod
-    def mask(attn, attention_mask, seq_len: int, batch: int):
-        if attention_mask is None:
-            return None
-        attention_mask = attn.prepare_attention_mask(attention_mask, seq_len, batch)
-        return attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-
-    @staticmethod
-    def qk_norm(attn, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if attn.norm_q is not None:
-            q = attn.norm_q(q)
-        if attn.norm_k is not None:
-            k = attn.norm_k(k)
-        return q, k
-
-
-class InfiniteIDSelfAttnProcessor(nn.Module):
-    """Self-attention (``attn1``) for both streams; mixed attention for the identity rows.
-
-    ``mixed_enabled`` is this layer's per-block switch (see :func:`configure_blocks`); the state decides the
-    per-step mode. The processor has no weights: it is an ``nn.Module`` only so that the adapter's
-    ``ip_adapter.{index}`` key layout (one slot per attention layer) matches IP-Adapter's.
-    """
-
-    def __init__(self, mixed_enabled: bool = True) -> None:
-        super().__init__()
-        self.mixed_enabled = mixed_enabled
+class _AttentionIO(nn.Module):
+    """The input and output conventions of diffusers' ``Attention`` (4-D inputs, norms, residual, rescale), shared
+    by both processors: :meth:`__call__` prepares the inputs, the subclass's ``attend`` computes the heads'
+    output, and the output projection, residual and rescale follow. An ``nn.Module`` so that the adapter's
+    ``ip_adapter.{index}`` key layout (one slot per attention layer) matches IP-Adapter's."""
 
     def __call__(
         self,
@@ -158,41 +109,92 @@ class InfiniteIDSelfAttnProcessor(nn.Module):
         temb: torch.Tensor | None = None,
         infinite_id: InfiniteIDAttentionState | None = None,
     ) -> torch.Tensor:
-        hidden_states, residual, shape = _AttentionIO.enter(attn, hidden_states, temb)
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        shape = None
+        if hidden_states.ndim == 4:
+            shape = hidden_states.shape
+            b, c, h, w = shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         if attn.norm_cross and encoder_hidden_states is not None:
             context = attn.norm_encoder_hidden_states(context)
-        batch, seq_len = hidden_states.shape[:2]
-        mask = _AttentionIO.mask(attn, attention_mask, context.shape[1], batch)
 
         q = _to_heads(attn.to_q(hidden_states), attn.heads)
+        out = _from_heads(self.attend(attn, q, context, attention_mask, infinite_id)).to(q.dtype)
+
+        out = attn.to_out[1](attn.to_out[0](out))
+        if shape is not None:
+            b, c, h, w = shape
+            out = out.transpose(-1, -2).reshape(b, c, h, w)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+    def attend(
+        self,
+        attn,
+        q: torch.Tensor,
+        context: torch.Tensor,
+        attention_mask,
+        infinite_id: InfiniteIDAttentionState | None,
+    ) -> torch.Tensor:
+        """The attention output ``(batch, heads, tokens, head_dim)`` for queries ``q`` over ``context``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def keys_values(attn, q: torch.Tensor, context: torch.Tensor, attention_mask):
+        """Keys, values (with diffusers' q/k norms applied) and the attention mask, shaped for SDPA."""
         k = _to_heads(attn.to_k(context), attn.heads)
         v = _to_heads(attn.to_v(context), attn.heads)
-        q, k = _AttentionIO.qk_norm(attn, q, k)
+        if attn.norm_q is not None:
+            q = attn.norm_q(q)
+        if attn.norm_k is not None:
+            k = attn.norm_k(k)
+        mask = None
+        if attention_mask is not None:
+            batch = q.shape[0]
+            mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
+            mask = mask.view(batch, attn.heads, -1, mask.shape[-1])
+        return q, k, v, mask
 
+
+class InfiniteIDSelfAttnProcessor(_AttentionIO):
+    """Self-attention (``attn1``) for both streams; mixed attention for the identity rows.
+
+    ``mixed_enabled`` is this layer's per-block switch (see :func:`configure_blocks`); the state decides the
+    per-step mode. The processor has no weights.
+    """
+
+    def __init__(self, mixed_enabled: bool = True) -> None:
+        super().__init__()
+        self.mixed_enabled = mixed_enabled
+
+    def attend(self, attn, q, context, attention_mask, infinite_id):
+        q, k, v, mask = self.keys_values(attn, q, context, attention_mask)
         mode = "independent"
         if infinite_id is not None and infinite_id.text_rows > 0 and self.mixed_enabled:
             mode = infinite_id.self_attention
         if mode == "independent":
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if mask is not None:
+            raise ValueError("mixed/mutual self-attention does not support an attention mask")
+        first_id = infinite_id.split(q.shape[0])
+        q_t, q_id = q[:first_id], q[first_id:]
+        k_t, k_id = k[:first_id], k[first_id:]
+        v_t, v_id = v[:first_id], v[first_id:]
+        out_t = F.scaled_dot_product_attention(q_t, k_t, v_t)
+        if mode == "mixed":
+            out_id = ops.mixed_attention(q_id, k_id, v_id, k_t, v_t, adain=infinite_id.adain)
         else:
-            if mask is not None:
-                raise ValueError("mixed/mutual self-attention does not support an attention mask")
-            first_id = infinite_id.split(batch)
-            q_t, q_id = q[:first_id], q[first_id:]
-            k_t, k_id = k[:first_id], k[first_id:]
-            v_t, v_id = v[:first_id], v[first_id:]
-            out_t = F.scaled_dot_product_attention(q_t, k_t, v_t)
-            if mode == "mixed":
-                out_id = ops.mixed_attention(q_id, k_id, v_id, k_t, v_t, adain=infinite_id.adain)
-            else:
-                out_id = ops.mutual_attention(q_id, k_t, v_t)
-            out = torch.cat([out_t, out_id], dim=0)
-        out = _from_heads(out).to(q.dtype)
-        return _AttentionIO.exit(attn, out, residual, shape)
+            out_id = ops.mutual_attention(q_id, k_t, v_t)
+        return torch.cat([out_t, out_id], dim=0)
 
 
-class InfiniteIDCrossAttnProcessor(nn.Module):
+class InfiniteIDCrossAttnProcessor(_AttentionIO):
     """Text cross-attention (``attn2``) plus the decoupled image cross-attention on the ID tokens.
 
     ``to_k_ip``/``to_v_ip`` map ID tokens (cross-attention width) to this layer's key/value width; they are
@@ -207,20 +209,8 @@ class InfiniteIDCrossAttnProcessor(nn.Module):
         self.id_enabled = id_enabled
         self.scale = scale
 
-    def __call__(
-        self,
-        attn,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        infinite_id: InfiniteIDAttentionState | None = None,
-    ) -> torch.Tensor:
-        hidden_states, residual, shape = _AttentionIO.enter(attn, hidden_states, temb)
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        if attn.norm_cross and encoder_hidden_states is not None:
-            context = attn.norm_encoder_hidden_states(context)
-        batch = hidden_states.shape[0]
+    def attend(self, attn, q, context, attention_mask, infinite_id):
+        batch = q.shape[0]
         first_id = infinite_id.split(batch) if infinite_id is not None else batch
         use_id = (
             infinite_id is not None
@@ -228,34 +218,26 @@ class InfiniteIDCrossAttnProcessor(nn.Module):
             and self.id_enabled
             and infinite_id.id_scale * self.scale != 0
         )
-        text_off = infinite_id is not None and not infinite_id.text_cross_attention
-
-        q = _to_heads(attn.to_q(hidden_states), attn.heads)
-        if text_off:
+        if infinite_id is not None and not infinite_id.text_cross_attention:
             # Identity-enhanced training: the identity rows never see the text (not even through to_k).
             out = torch.zeros_like(q)
             if first_id > 0:
                 out[:first_id] = self._text_attention(attn, q[:first_id], context[:first_id], attention_mask)
         else:
             out = self._text_attention(attn, q, context, attention_mask)
-        if use_id:
-            tokens = infinite_id.id_tokens.to(dtype=q.dtype)
-            q_id = q[first_id:]
-            if tokens.shape[0] != q_id.shape[0]:
-                raise ValueError(f"{tokens.shape[0]} rows of ID tokens for {q_id.shape[0]} identity rows")
-            k_ip = _to_heads(self.to_k_ip(tokens), attn.heads)
-            v_ip = _to_heads(self.to_v_ip(tokens), attn.heads)
-            id_out = F.scaled_dot_product_attention(q_id, k_ip, v_ip)
-            out = torch.cat([out[:first_id], out[first_id:] + (infinite_id.id_scale * self.scale) * id_out], dim=0)
-        out = _from_heads(out).to(q.dtype)
-        return _AttentionIO.exit(attn, out, residual, shape)
+        if not use_id:
+            return out
+        tokens = infinite_id.id_tokens.to(dtype=q.dtype)
+        q_id = q[first_id:]
+        if tokens.shape[0] != q_id.shape[0]:
+            raise ValueError(f"{tokens.shape[0]} rows of ID tokens for {q_id.shape[0]} identity rows")
+        k_ip = _to_heads(self.to_k_ip(tokens), attn.heads)
+        v_ip = _to_heads(self.to_v_ip(tokens), attn.heads)
+        id_out = F.scaled_dot_product_attention(q_id, k_ip, v_ip)
+        return torch.cat([out[:first_id], out[first_id:] + (infinite_id.id_scale * self.scale) * id_out], dim=0)
 
-    @staticmethod
-    def _text_attention(attn, q: torch.Tensor, context: torch.Tensor, attention_mask) -> torch.Tensor:
-        k = _to_heads(attn.to_k(context), attn.heads)
-        v = _to_heads(attn.to_v(context), attn.heads)
-        q, k = _AttentionIO.qk_norm(attn, q, k)
-        mask = _AttentionIO.mask(attn, attention_mask, context.shape[1], q.shape[0])
+    def _text_attention(self, attn, q: torch.Tensor, context: torch.Tensor, attention_mask) -> torch.Tensor:
+        q, k, v, mask = self.keys_values(attn, q, context, attention_mask)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 

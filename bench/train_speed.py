@@ -87,36 +87,17 @@ def cpu_bench(steps: int, batch: int, threads: int) -> None:
     print(f"  ratio on/off: {rows[1][1] / rows[0][1]:.2f}x samples/s, {rows[1][2] / rows[0][2]:.2f}x peak RSS")
 
 
-SDXL_UNET = dict(
-    sample_size=128,
-    in_channels=4,
-    out_channels=4,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    block_out_channels=(320, 640, 1280),
-    layers_per_block=2,
-    transformer_layers_per_block=(1, 2, 10),
-    attention_head_dim=(5, 10, 20),
-    cross_attention_dim=2048,
-    use_linear_projection=True,
-    addition_embed_type="text_time",
-    addition_time_embed_dim=256,
-    projection_class_embeddings_input_dim=2816,
-)
-
-
 def _gpu_run(checkpointing: bool, steps: int, batch: int, warmup: int) -> str:
-    from diffusers import UNet2DConditionModel
-
     from infinite_id.attention_processors import InfiniteIDAttentionState, install_processors
     from infinite_id.models.projectors import IdentityProjection, IdentityProjectionConfig
+    from infinite_id.models.unet_configs import build_unet
     from infinite_id.training.modeling import AdapterTrainingModel, trainable_parameters
 
     device, dtype = torch.device("cuda"), torch.bfloat16
     gc.collect()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    unet = UNet2DConditionModel(**SDXL_UNET).to(device, dtype).requires_grad_(False)
+    unet = build_unet("sdxl").to(device, dtype).requires_grad_(False)
     install_processors(unet)
     projection = IdentityProjection(IdentityProjectionConfig(cross_attention_dim=2048)).to(device)
     params = trainable_parameters(AdapterTrainingModel(unet, projection, image_encoder=None))

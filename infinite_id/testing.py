@@ -23,6 +23,7 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
+from infinite_id.models.unet_configs import build_unet
 from infinite_id.tokenizer import clip_tokenizer
 
 FACE_DIM = 16
@@ -75,57 +76,16 @@ def tiny_image_encoder(
 
 
 def tiny_sd15_unet() -> UNet2DConditionModel:
-    torch.manual_seed(0)
-    return UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    )
+    return build_unet("tiny-sd15")
 
 
 def mid_sd15_unet(cross_attention_dim: int = 32) -> UNet2DConditionModel:
     """A mid-size SD-1.5-shaped UNet (49M parameters, attention at two of its three resolutions) for CPU benchmarks."""
-    torch.manual_seed(0)
-    return UNet2DConditionModel(
-        block_out_channels=(128, 256, 384),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_attention_dim,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    )
+    return build_unet("mid-sd15", cross_attention_dim=cross_attention_dim)
 
 
 def tiny_sdxl_unet() -> UNet2DConditionModel:
-    torch.manual_seed(0)
-    return UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=80,  # 6 time ids x 8 + pooled text 32
-        cross_attention_dim=64,
-        norm_num_groups=1,
-    )
+    return build_unet("tiny-sdxl")
 
 
 def tiny_sd15_pipeline(

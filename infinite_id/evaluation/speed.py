@@ -37,59 +37,23 @@ from typing import Any, TypeVar
 import torch
 
 from ..controls import DEFAULT_STEPS
+from ..models.unet_configs import unet_config as shared_unet_config
 from ..sampling import FAST_PRESET, call_progress, text_stream_calls
 
 K = TypeVar("K")
 
 VARIANTS = ("plain", "identity", "two-stream")
+VARIANT_UNETS = ("tiny", "mid", "sdxl")
 STEPS_PER_IMAGE = DEFAULT_STEPS
 
 
 # ---------------------------------------------------------------------------------------------- models
 def unet_config(kind: str) -> dict[str, Any]:
     """``mid``: an SD-1.5-shaped UNet small enough for CPU; ``sdxl``: the real SDXL UNet config (random weights);
-    ``tiny``: for tests of this module."""
-    if kind == "tiny":
-        return dict(
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            sample_size=8,
-            norm_num_groups=32,
-        )
-    if kind == "mid":
-        return dict(
-            block_out_channels=(64, 128, 256),
-            layers_per_block=2,
-            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=256,
-            attention_head_dim=8,
-            sample_size=32,
-            norm_num_groups=32,
-        )
-    if kind == "sdxl":
-        return dict(
-            sample_size=128,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(320, 640, 1280),
-            layers_per_block=2,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-            transformer_layers_per_block=(1, 2, 10),
-            attention_head_dim=(5, 10, 20),
-            cross_attention_dim=2048,
-            use_linear_projection=True,
-            addition_embed_type="text_time",
-            addition_time_embed_dim=256,
-            projection_class_embeddings_input_dim=2816,
-            norm_num_groups=32,
-        )
-    raise ValueError(f"unknown UNet {kind!r}")
+    ``tiny``: for tests of this module (the shapes of :mod:`infinite_id.models.unet_configs`)."""
+    if kind not in VARIANT_UNETS:
+        raise ValueError(f"unknown UNet {kind!r}")
+    return shared_unet_config(kind)
 
 
 def build_unet(kind: str, device: str, dtype: torch.dtype):

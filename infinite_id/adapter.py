@@ -384,15 +384,24 @@ class IdentityAdapter:
         self.image_encoder = image_encoder
         self.feature_extractor = feature_extractor
         self._cross_attention = cross_attention
+        self._fresh = cross_attention is None
         self._identity_encoder: Any = None
 
     # ------------------------------------------------------------------ checks
     def check(self, unet, face_encoder: FaceEncoderInfo | None = None) -> None:
         """Everything that must hold before the adapter changes ``unet``; raises :class:`AdapterError`."""
+        self._check_not_spent()
         self.check_unet(unet)
         self.check_image_encoder()
         if face_encoder is not None:
             self.check_face_encoder(face_encoder)
+
+    def _check_not_spent(self) -> None:
+        if self._cross_attention is None and not self._fresh:
+            raise RuntimeError(
+                "this adapter's image cross-attention was already handed to a UNet: read the adapter again (or "
+                "save it from that pipeline) to set it on another"
+            )
 
     def check_unet(self, unet) -> None:
         self.metadata.check_unet(unet, unet_family(unet))
@@ -426,8 +435,9 @@ class IdentityAdapter:
     def install(self, unet) -> None:
         """Put the adapter's image cross-attention into ``unet``'s processors (what an earlier adapter fused into
         the UNet is taken out first). The weights are handed over once: the object keeps no second copy."""
-        unfuse_lora(unet)
+        self._check_not_spent()
         state, self._cross_attention = self._cross_attention, None
+        unfuse_lora(unet)
         install_processors(unet, init_from_text=state is None)
         if state is not None:
             load_state_strict(processor_module_list(unet), state, "ip_adapter (image cross-attention)")
@@ -459,7 +469,9 @@ class IdentityAdapter:
             self.image_encoder, self.feature_extractor, self.projection, self.metadata.clip_encoder.layer
         )
 
-    def encode(self, features: IdentityFeatures, multi_image: MultiImageMode = "concat") -> tuple[torch.Tensor, ...]:
+    def encode(
+        self, features: IdentityFeatures, multi_image: MultiImageMode = "concat"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """ID tokens ``(cond, uncond)`` for ``features`` (several photos merged by ``multi_image``), each
         ``(1, tokens, cross_attention_dim)``; ``uncond`` is the "no identity" input of classifier-free guidance."""
         self.check_face_embeds(features.face_embeds)

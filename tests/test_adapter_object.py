@@ -33,6 +33,9 @@ def test_an_adapter_read_from_a_file_and_set_is_the_loaded_one(make_pipe, refere
     assert pipe.image_proj is adapter.projection and pipe.adapter_metadata is adapter.metadata
     assert pipe.identity_encoder is adapter.identity_encoder  # one code path, whatever the family
     np.testing.assert_allclose(_run(pipe, reference), _run(loaded, reference), atol=1e-6)
+    pipe.unload_adapter()
+    with pytest.raises(RuntimeError, match="already handed"):  # never a silent re-initialisation from the text
+        pipe.set_adapter(adapter)
 
 
 def test_an_adapter_is_checked_before_it_changes_the_pipeline(make_pipe, tmp_path):

@@ -21,7 +21,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from . import __version__
-from .defaults import LoadedModel, load_model, miniature_model_available, resolve_default_model, resolve_device
+from .defaults import LoadedModel, default_model_available, load_model, resolve_default_model, resolve_device
 from .errors import InfiniteIDError, OutputPathError, UserInputError
 from .sampling import FAST_PRESET, check_text_stream
 
@@ -365,7 +365,7 @@ def open_generator(
     if model is None:
         if adapter is not None or image_encoder is not None:
             raise UserInputError("--adapter and --image-encoder need --model (the base model they belong to)")
-        if analyzer is None and not miniature_model_available():
+        if analyzer is None and not default_model_available():
             analyzer = _face_analyzer(face_backend, face_model, face_model_dir)
         loaded, face_encoder = resolve_default_model(analyzer.info if analyzer else None, device, torch_dtype)
     else:

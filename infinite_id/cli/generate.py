@@ -173,6 +173,7 @@ def generate_command(
     from rich.console import Console
 
     from ..errors import UserInputError
+    from ..faces.factory import face_backend_names
     from ..generation import ADAIN_CHOICES, SELF_ATTENTION_CHOICES, STYLE_PRESETS, GenerationSettings
     from ..outputs import check_input_file, check_writable
     from ..sampling import FAST_PRESET, check_text_stream
@@ -200,9 +201,10 @@ def generate_command(
         raise typer.BadParameter(f"choose {', '.join(SELF_ATTENTION_CHOICES)}", param_hint="--self-attention")
     if multi_image not in ("concat", "mean"):
         raise typer.BadParameter(f"{multi_image!r}: choose concat or mean", param_hint="--multi-image")
-    if face_backend not in ("auto", "insightface", "dlib", "mini"):
+    backends = ("auto", *face_backend_names(photos_only=True))  # the registry's: plugins' backends included
+    if face_backend not in backends:
         raise typer.BadParameter(
-            f"{face_backend!r}: choose auto, insightface, dlib or mini", param_hint="--face-backend"
+            f"{face_backend!r}: choose {', '.join(backends[:-1])} or {backends[-1]}", param_hint="--face-backend"
         )
     if fast:
         try:

@@ -42,8 +42,12 @@ def _devices() -> dict[str, Any]:
     return devices
 
 
-#: The backends ``info`` reports; ``mini`` reads only the miniature world's renders (the default model's own).
-FACE_BACKENDS = ("insightface", "dlib", "mini")
+def _photo_backends() -> tuple[str, ...]:
+    """The backends ``info`` reports: every registered one that reads photos (``mini``, where the miniature world
+    ships, reads only its renders: the default model's own)."""
+    from ..faces.factory import face_backend_names
+
+    return face_backend_names(photos_only=True)
 
 
 def _face_backends() -> dict[str, Any]:
@@ -52,7 +56,7 @@ def _face_backends() -> dict[str, Any]:
     from ..faces.errors import BackendUnavailableError
 
     found: dict[str, Any] = {}
-    for name in FACE_BACKENDS:
+    for name in _photo_backends():
         try:
             found[name] = {"available": True, "encoder": get_face_analyzer(name).info.describe()}
         except (BackendUnavailableError, ImportError, OSError, ValueError) as exc:
@@ -127,7 +131,7 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
                   f"mps: {devices['mps']}")  # fmt: skip
     faces = data["face_backends"]
     console.print("[bold]face backends[/] (auto -> " + str(faces["auto"]) + "):")
-    for name in FACE_BACKENDS:
+    for name in _photo_backends():
         entry = faces[name]
         state = f"[green]{entry['encoder']}[/]" if entry["available"] else f"[red]unavailable[/]: {entry['reason']}"
         console.print(f"  {name}: {state}")

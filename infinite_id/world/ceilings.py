@@ -29,9 +29,9 @@ import torch
 from diffusers import AutoencoderKL
 from PIL import Image
 
-from ..faces.world_backend import MiniFaceAnalyzer
 from .attributes import ATTRIBUTE_VALUES, AttributeClassifier, images_to_tensor
 from .dataset import Example, sample_example
+from .face_backend import MiniFaceAnalyzer
 from .factors import EVAL_IDENTITIES
 from .world_metrics import KnownLayoutFaceAnalyzer
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from ..defaults import load_miniature_model
 from ..faces import get_face_analyzer
 from ..generation import GenerationSettings, Generator
+from .default_model import load_miniature_model
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "portraits"
 SCALE = 3

@@ -1,7 +1,9 @@
 """The ``mini`` backend: the miniature world's own face detector and face encoder (docs/world.md).
 
 It reads renders of the miniature world (64 px head-and-shoulders portraits, or the default model's generated
-images), not real photos. Detection is the world's landmark detector (:mod:`infinite_id.world.landmarks`): it
+images), not real photos. The world registers it with the core as the face backend ``mini`` (an entry point in
+``pyproject.toml``; the core never imports it). Detection is the world's landmark detector
+(:mod:`infinite_id.world.landmarks`): it
 regresses the five ArcFace-order landmarks of **one** face and a face probability from the whole image, so it
 finds at most one face per image; below ``threshold`` it reports none. The box it reports is derived from the
 landmarks (where the face region of a render sits relative to them, measured on 200 renders; its overlap
@@ -24,10 +26,10 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserInputError
-from .alignment import apply_transform, estimate_similarity
-from .base import DEFAULT_CLIP_CROP_SIZE, DetectedFace, FaceAnalyzer, FaceEncoderInfo, IdentityCrop, ImageInput
-from .errors import BackendUnavailableError
-from .image_io import DEFAULT_MAX_SIDE
+from ..faces.alignment import apply_transform, estimate_similarity
+from ..faces.base import DEFAULT_CLIP_CROP_SIZE, DetectedFace, FaceAnalyzer, FaceEncoderInfo, IdentityCrop, ImageInput
+from ..faces.errors import BackendUnavailableError
+from ..faces.image_io import DEFAULT_MAX_SIDE
 
 __all__ = ["ENCODER_STAGES", "MiniFaceAnalyzer", "mini_encoder_info", "world_eval_analyzer"]
 
@@ -79,9 +81,9 @@ class MiniFaceAnalyzer(FaceAnalyzer):
         if not 0.0 < threshold < 1.0:
             raise UserInputError(f"threshold is a probability in (0, 1), got {threshold}")
         try:
-            from ..world.face_model import MiniFaceEncoder
-            from ..world.landmarks import LandmarkDetector
-            from ..world.weights import resolve_weights_dir
+            from .face_model import MiniFaceEncoder
+            from .landmarks import LandmarkDetector
+            from .weights import resolve_weights_dir
         except ImportError as exc:  # torch is missing
             raise BackendUnavailableError(f"The mini face backend needs torch ({exc}).") from exc
         try:
@@ -103,7 +105,7 @@ class MiniFaceAnalyzer(FaceAnalyzer):
     def face_from_landmarks(self, landmarks: np.ndarray, score: float, size: tuple[int, int]) -> DetectedFace:
         """A :class:`DetectedFace` from five landmarks. The box is the crop frame's face region placed at the
         landmarks' position and scale, kept upright (a rolled head gets the same box, not a larger one)."""
-        from ..world.face_model import world_face_template
+        from .face_model import world_face_template
 
         side = self.encoder.config.input_size
         to_image = estimate_similarity(world_face_template(side), np.asarray(landmarks, np.float64))
@@ -137,7 +139,7 @@ class MiniFaceAnalyzer(FaceAnalyzer):
     def _embed_many(self, images: list[Image.Image], faces: list[DetectedFace]) -> np.ndarray:
         import torch
 
-        from ..world.face_model import align_world_face, crops_to_tensor
+        from .face_model import align_world_face, crops_to_tensor
 
         size = self.encoder.config.input_size
         out = []
@@ -157,7 +159,7 @@ class MiniFaceAnalyzer(FaceAnalyzer):
 
     def align(self, image: ImageInput, face: DetectedFace, size: int = DEFAULT_CLIP_CROP_SIZE) -> Image.Image:
         """The face aligned on the world's crop template (keeps hair and jaw line) at ``size`` x ``size``."""
-        from ..world.face_model import align_world_face
+        from .face_model import align_world_face
 
         return align_world_face(self.load(image), face.keypoints, size)
 

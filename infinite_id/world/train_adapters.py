@@ -221,9 +221,9 @@ def train_adapter(
     progress: bool = True,
 ) -> dict:
     """Train one adapter into ``out_dir`` on the ``base`` and ``face_encoder`` stages of ``weights_dir``."""
-    from ..faces.world_backend import mini_encoder_info
     from ..training.preprocess import prepare_cache
     from ..training.trainer import train
+    from .face_backend import mini_encoder_info
     from .weights import resolve_weights_dir
 
     config = config or AdapterTrainingConfig()

@@ -23,8 +23,8 @@ from PIL import Image
 
 from ..evaluation.metrics import ClipScorer
 from ..faces.base import DetectedFace
-from ..faces.world_backend import MiniFaceAnalyzer
 from .attributes import AttributeClassifier
+from .face_backend import MiniFaceAnalyzer
 
 __all__ = [
     "SEMANTIC_ATTRIBUTES",
@@ -51,7 +51,7 @@ class KnownLayoutFaceAnalyzer(MiniFaceAnalyzer):
     """The ``mini`` face backend (detector + mini face encoder), told the exact landmarks of some images.
 
     Args:
-        weights_dir, encoder, threshold: as for :class:`~infinite_id.faces.world_backend.MiniFaceAnalyzer`
+        weights_dir, encoder, threshold: as for :class:`~infinite_id.world.face_backend.MiniFaceAnalyzer`
             (``encoder="face_encoder_eval"`` for the identity metric, ``"face_encoder"`` for the adapters' input).
         known_layouts: ``{image_fingerprint(image): five landmarks}`` for images whose face is known exactly
             (the rendered reference photos); those images skip the detector.

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from infinite_id.faces.world_backend import mini_encoder_info
+from infinite_id.world.face_backend import mini_encoder_info
 from infinite_id.world.retrain import STAGES, quick_config
 from infinite_id.world.train_adapters import AdapterTrainingConfig
 

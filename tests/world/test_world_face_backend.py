@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from infinite_id.faces import BackendUnavailableError, FaceEncoderInfo, NoFaceError, get_face_analyzer
-from infinite_id.faces.world_backend import MiniFaceAnalyzer, world_eval_analyzer
 from infinite_id.world.dataset import sample_example
+from infinite_id.world.face_backend import MiniFaceAnalyzer, world_eval_analyzer
 from infinite_id.world.factors import EVAL_IDENTITIES
 from infinite_id.world.weights import shipped_weights_available
 

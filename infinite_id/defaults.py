@@ -150,7 +150,9 @@ def default_model_description() -> str:
     provider = default_model_provider()
     if provider is not None:
         return provider.description
-    return "smoke model (random weights, built in-process; images are noise): no default model's weights are here"
+    return (
+        "smoke model (random weights, built in-process; images are noise): the miniature model's weights are missing"
+    )
 
 
 def default_face_backend() -> str:

@@ -33,6 +33,7 @@ from .attributes import ATTRIBUTE_VALUES, AttributeClassifier, images_to_tensor
 from .dataset import Example, sample_example
 from .face_backend import MiniFaceAnalyzer
 from .factors import EVAL_IDENTITIES
+from .train_vae import psnr_db, round_trip
 from .world_metrics import KnownLayoutFaceAnalyzer
 
 
@@ -69,12 +70,7 @@ def tensor_to_images(pixels: torch.Tensor) -> list[Image.Image]:
 @torch.no_grad()
 def vae_round_trip(vae: AutoencoderKL, images: list[Image.Image], batch_size: int = 64) -> list[Image.Image]:
     """Encode (posterior mean) and decode, as 8-bit images like a pipeline's output."""
-    vae.eval()
-    out: list[Image.Image] = []
-    for start in range(0, len(images), batch_size):
-        pixels = images_to_tensor(images[start : start + batch_size])
-        out += tensor_to_images(vae.decode(vae.encode(pixels).latent_dist.mode()).sample)
-    return out
+    return tensor_to_images(round_trip(vae, images_to_tensor(images), batch_size)[0])
 
 
 def attribute_hits(classifier: AttributeClassifier, images: list[Image.Image], examples: list[Example]):
@@ -95,13 +91,13 @@ def _similarities(analyzer, a: list[Image.Image], b: list[Image.Image]) -> tuple
 
 
 def _psnr(a: list[Image.Image], b: list[Image.Image], masks: list[np.ndarray] | None = None) -> list[float]:
-    out = []
-    for i, (x, y) in enumerate(zip(a, b, strict=True)):
-        error = (np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2 / 255.0**2
-        if masks is not None:
-            error = error[masks[i]]
-        out.append(float(10 * np.log10(1.0 / max(error.mean(), 1e-10))))
-    return out
+    """Per-image PSNR of 8-bit images (over the pixels of each mask), by the VAE training's measure."""
+
+    def stacked(images: list[Image.Image]) -> torch.Tensor:
+        return torch.from_numpy(np.stack([np.asarray(x, np.float64) for x in images])).permute(0, 3, 1, 2)
+
+    mask = None if masks is None else torch.from_numpy(np.stack(masks).astype(np.float64))[:, None]
+    return psnr_db(stacked(a), stacked(b), mask, span=255.0).tolist()
 
 
 def ceilings_report(weights_dir: str | Path, vae_dir: str | Path | None = None, num_identities: int = 100, seed=0):

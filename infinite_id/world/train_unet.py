@@ -36,7 +36,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+from transformers import CLIPModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from . import configs
 from .attributes import ATTRIBUTE_VALUES, AttributeClassifier, images_to_tensor
@@ -45,7 +45,7 @@ from .dataset import sample_example
 from .factors import EVAL_IDENTITIES
 from .landmarks import LandmarkDetector
 from .latent_cache import LatentCache, load_latent_cache
-from .train_clip import clip_image_processor, tokenize
+from .train_clip import clip_image_processor, text_tower, tokenize
 from .train_utils import BEST_NAME, parse_training_args, remove_working_files, train_loop, working_file
 
 METRICS_NAME = "metrics.json"
@@ -112,13 +112,6 @@ def prediction_target(scheduler: DDPMScheduler, latents, noise, timesteps, confi
     if config.prediction_type == "v_prediction":
         return scheduler.get_velocity(latents, noise, timesteps)
     return noise
-
-
-def text_encoder_from_clip(clip_dir: str | Path) -> CLIPTextModel:
-    clip = CLIPModel.from_pretrained(clip_dir)
-    text_encoder = CLIPTextModel(clip.config.text_config)
-    text_encoder.load_state_dict(clip.text_model.state_dict())
-    return text_encoder
 
 
 @dataclass
@@ -358,7 +351,7 @@ def train_unet(
     cache = load_latent_cache(weights / "latent_cache")
     vae = AutoencoderKL.from_pretrained(weights / "vae").eval().requires_grad_(False)
     tokenizer = CLIPTokenizer.from_pretrained(weights / "clip")
-    text_encoder = text_encoder_from_clip(weights / "clip")
+    text_encoder = text_tower(CLIPModel.from_pretrained(weights / "clip")).train()
     unet = configs.make_unet()
     trained = {"unet": unet, "text": text_encoder}
     ema = Ema(trained, config.ema_decay)

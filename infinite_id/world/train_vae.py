@@ -179,13 +179,15 @@ def round_trip(vae: AutoencoderKL, pixels: torch.Tensor, batch_size: int = 50) -
     return torch.cat(decoded), torch.cat(latents)
 
 
-def _psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
-    squared = ((a - b) / 2).pow(2)
+def psnr_db(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None, span: float = 2.0) -> torch.Tensor:
+    """Per-image PSNR in dB of ``(N, C, H, W)`` images whose values span ``span`` (2 for [-1, 1], 255 for 8 bits),
+    over the pixels where ``mask`` (``(N, 1, H, W)``, 0/1) is set: one measure for training and for the ceilings."""
+    squared = ((a - b) / span).pow(2)
     if mask is None:
         mse = squared.mean(dim=(1, 2, 3))
     else:
-        mse = (squared * mask).sum(dim=(1, 2, 3)) / (3 * mask.sum(dim=(1, 2, 3))).clamp_min(1)
-    return float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean())
+        mse = (squared * mask).sum(dim=(1, 2, 3)) / (a.shape[1] * mask.sum(dim=(1, 2, 3))).clamp_min(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
 @torch.no_grad()
@@ -195,8 +197,8 @@ def evaluate_vae(vae: AutoencoderKL, num_images: int = 200, seed: int = 0) -> di
     decoded, latents = round_trip(vae, batch.pixels)
     per_channel = latents.transpose(0, 1).flatten(1)
     return {
-        "psnr_db": _psnr(decoded, batch.pixels),
-        "psnr_face_db": _psnr(decoded, batch.pixels, batch.face_mask),
+        "psnr_db": float(psnr_db(decoded, batch.pixels).mean()),
+        "psnr_face_db": float(psnr_db(decoded, batch.pixels, batch.face_mask).mean()),
         "latent_mean": latents.mean().item(),
         "latent_std": latents.std().item(),
         "latent_channel_mean_abs_max": per_channel.mean(dim=1).abs().max().item(),

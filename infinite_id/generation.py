@@ -22,6 +22,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from . import __version__
 from .defaults import LoadedModel, default_model_available, load_model, resolve_default_model, resolve_device
+from .deprecation import renamed_names
 from .errors import InfiniteIDError, OutputPathError, UserInputError
 from .sampling import FAST_PRESET, check_text_stream
 
@@ -31,7 +32,7 @@ __all__ = [
     "GenerationResult",
     "GenerationSettings",
     "Generator",
-    "Identity",
+    "ReferenceIdentity",
     "ModelLimits",
     "model_limits",
     "apply_style",
@@ -110,7 +111,7 @@ class GenerationSettings:
 
 
 @dataclass
-class Identity:
+class ReferenceIdentity:
     """The reference person: the face crops used and the ID tokens ``(cond, uncond)``."""
 
     sources: list[str]
@@ -248,7 +249,7 @@ class Generator:
         images: Sequence[Any],
         face_indices: Sequence[int | None] | int | None = None,
         multi_image: str = "concat",
-    ) -> Identity:
+    ) -> ReferenceIdentity:
         """Detect, align and embed one face per photo (``face_indices``: per photo, or one for all; ``None``: the
         largest), then compute the ID tokens once for every image generated with them."""
         if not images:
@@ -265,7 +266,7 @@ class Generator:
         tokens = self.pipe.encode_identity(
             id_images=[c.clip_crop for c in crops], face_embeds=embeds, multi_image=multi_image
         )
-        return Identity(
+        return ReferenceIdentity(
             sources=[c.source for c in crops],
             crops=[c.clip_crop for c in crops],
             tokens=tokens,
@@ -276,7 +277,7 @@ class Generator:
     # -------------------------------------------------------------- images
     def generate(
         self,
-        identity: Identity,
+        identity: ReferenceIdentity,
         settings: GenerationSettings,
         text_stream: bool = False,
         on_step: Callable[[int], None] | None = None,
@@ -436,3 +437,6 @@ def save_result(result: GenerationResult, out_dir: str | os.PathLike) -> list[Pa
             return written
         except FileExistsError:
             continue
+
+
+__getattr__ = renamed_names(__name__, {"Identity": "ReferenceIdentity"}, globals())  # deprecated alias, one release

@@ -5,12 +5,13 @@ The names below need only numpy and PIL; the model and training modules (``confi
 ``train_*``, ...) import torch, diffusers and transformers and are imported explicitly.
 """
 
+from ..deprecation import renamed_names
 from .captions import ParsedPrompt, caption, parse_prompt, sample_mentions
 from .dataset import Example, build_dataset, read_manifest, sample_example
 from .factors import (
     EVAL_IDENTITIES,
     TRAIN_IDENTITIES,
-    Identity,
+    IdentityFactors,
     Nuisance,
     Semantics,
     identity_from_id,
@@ -22,7 +23,7 @@ __all__ = [
     "EVAL_IDENTITIES",
     "TRAIN_IDENTITIES",
     "Example",
-    "Identity",
+    "IdentityFactors",
     "Layout",
     "Nuisance",
     "ParsedPrompt",
@@ -38,3 +39,6 @@ __all__ = [
     "sample_example",
     "sample_mentions",
 ]
+
+
+__getattr__ = renamed_names(__name__, {"Identity": "IdentityFactors"}, globals())  # deprecated alias, one release

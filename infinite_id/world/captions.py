@@ -22,7 +22,7 @@ from .factors import (
     GENDERS,
     SKIN_ANCHORS,
     STYLES,
-    Identity,
+    IdentityFactors,
     Semantics,
 )
 
@@ -155,7 +155,7 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def skin_tone(identity: Identity) -> int:
+def skin_tone(identity: IdentityFactors) -> int:
     """The identity's skin tone as one of four bands, light to dark (an index into :data:`SKIN_TONE_WORDS`)."""
     luminance = float(np.dot(identity.skin, (0.299, 0.587, 0.114)))
     anchors = SKIN_ANCHORS @ np.array([0.299, 0.587, 0.114])  # light to dark
@@ -163,7 +163,7 @@ def skin_tone(identity: Identity) -> int:
     return int(np.sum(luminance < edges))
 
 
-def describable_traits(identity: Identity) -> tuple[str, ...]:
+def describable_traits(identity: IdentityFactors) -> tuple[str, ...]:
     """The person traits a caption can name for ``identity`` (no facial hair to name on a shaven face)."""
     return tuple(t for t in PERSON_TRAITS if t != "facial_hair" or identity.facial_hair != "none")
 
@@ -171,7 +171,7 @@ def describable_traits(identity: Identity) -> tuple[str, ...]:
 def sample_mentions(
     semantics: Semantics,
     rng: np.random.Generator,
-    identity: Identity | None = None,
+    identity: IdentityFactors | None = None,
     person_rate: float = PERSON_RATE,
 ) -> frozenset[str]:
     """Choose which attributes a caption names. The style is always named when it is not a photo, and the
@@ -195,7 +195,7 @@ def sample_mentions(
     return frozenset(named)
 
 
-def describe_person(identity: Identity, traits: Iterable[str], rng: np.random.Generator) -> str:
+def describe_person(identity: IdentityFactors, traits: Iterable[str], rng: np.random.Generator) -> str:
     """'bald' / 'with curly red hair and a beard' / 'with dark skin': the traits of ``identity`` named in
     ``traits`` (in :data:`PERSON_TRAITS` order), or '' when none is named."""
     traits = [t for t in PERSON_TRAITS if t in set(traits)]
@@ -220,7 +220,7 @@ def caption(
     gender: str,
     rng: np.random.Generator,
     mention: Iterable[str] | None = None,
-    identity: Identity | None = None,
+    identity: IdentityFactors | None = None,
 ) -> str:
     """Write a caption naming the attributes in ``mention`` (default: :func:`sample_mentions`) and no others;
     person traits in ``mention`` need the ``identity``."""

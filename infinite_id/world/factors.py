@@ -2,7 +2,7 @@
 
 Three independent groups, each a frozen dataclass sampled from its own random stream:
 
-- :class:`Identity`: persistent facial factors (face shape, skin, eyes, brows, nose, mouth, hair, facial hair,
+- :class:`IdentityFactors`: persistent facial factors (face shape, skin, eyes, brows, nose, mouth, hair, facial hair,
   marks, ears, and the gender word). Deterministic from an integer id through :func:`identity_from_id`; training
   and held-out evaluation identities come from disjoint id ranges.
 - :class:`Semantics`: what a prompt names and identity does not: background scene, clothing kind and colour,
@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+
+from ..deprecation import renamed_names
 
 # ----------------------------------------------------------------------------------------------------------------
 # Vocabularies. The order is part of the world's definition: attribute classifiers use these indices as labels.
@@ -182,7 +184,7 @@ def _from_dict(cls, data: dict):
 
 
 @dataclass(frozen=True)
-class Identity:
+class IdentityFactors:
     """Persistent facial factors of one person. Lengths are in face units (half the face height)."""
 
     gender: str
@@ -215,7 +217,7 @@ class Identity:
     freckles: float  # 0 = none
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> Identity:
+    def sample(cls, rng: np.random.Generator) -> IdentityFactors:
         """Draw a random identity. Every factor is independent except hair style, facial hair, jaw, brows and
         lips, whose ranges depend on the gender (so that it shows in every style)."""
         gender = _choice(rng, GENDERS)
@@ -264,14 +266,14 @@ class Identity:
         return _to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> Identity:
+    def from_dict(cls, data: dict) -> IdentityFactors:
         return _from_dict(cls, data)
 
 
-def identity_from_id(identity_id: int) -> Identity:
+def identity_from_id(identity_id: int) -> IdentityFactors:
     """The identity with this id: the same id always gives the same person, on every machine."""
     identity_split(identity_id)
-    return Identity.sample(np.random.default_rng([_IDENTITY_STREAM, int(identity_id)]))
+    return IdentityFactors.sample(np.random.default_rng([_IDENTITY_STREAM, int(identity_id)]))
 
 
 @dataclass(frozen=True)
@@ -370,3 +372,6 @@ def semantics_rng(seed: int) -> np.random.Generator:
 
 def nuisance_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng([_NUISANCE_STREAM, int(seed)])
+
+
+__getattr__ = renamed_names(__name__, {"Identity": "IdentityFactors"}, globals())  # deprecated alias, one release

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .backgrounds import draw_background
-from .factors import CLOTHING_COLOURS, EYE_COLOURS, HAIR_COLOURS, Identity, Nuisance, Semantics
+from .factors import CLOTHING_COLOURS, EYE_COLOURS, HAIR_COLOURS, IdentityFactors, Nuisance, Semantics
 from .styles import apply_lighting, apply_style
 
 Colour = tuple[int, ...]
@@ -67,7 +67,7 @@ class _Painter:
     Head shapes follow the pose (yaw, pitch, roll; depth-dependent), body shapes only shift a little with yaw.
     """
 
-    def __init__(self, identity: Identity, nuisance: Nuisance, canvas: int) -> None:
+    def __init__(self, identity: IdentityFactors, nuisance: Nuisance, canvas: int) -> None:
         self.canvas = canvas
         self.unit = canvas * 0.27 * nuisance.scale
         self.centre = np.array([canvas * (0.5 + nuisance.dx), canvas * (0.43 + nuisance.dy)])
@@ -140,7 +140,7 @@ class _Painter:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _face_outline(identity: Identity, n: int = 40) -> np.ndarray:
+def _face_outline(identity: IdentityFactors, n: int = 40) -> np.ndarray:
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     c, s = np.cos(t), np.sin(t)
     w = identity.face_width
@@ -156,7 +156,7 @@ def _eye_line() -> float:
     return -0.12
 
 
-def _features(identity: Identity, nuisance: Nuisance) -> dict[str, float]:
+def _features(identity: IdentityFactors, nuisance: Nuisance) -> dict[str, float]:
     ey = _eye_line()
     nose_tip = ey + 0.1 + identity.nose_length
     return {
@@ -173,7 +173,7 @@ def _features(identity: Identity, nuisance: Nuisance) -> dict[str, float]:
     }
 
 
-def _brow(identity: Identity, f: dict[str, float], side: int, nuisance: Nuisance) -> np.ndarray:
+def _brow(identity: IdentityFactors, f: dict[str, float], side: int, nuisance: Nuisance) -> np.ndarray:
     length = f["eye_rx"] * 2.6
     xs = np.linspace(-0.5, 0.5, 7)
     arch = identity.brow_arch + 0.03 * nuisance.brow_raise
@@ -187,7 +187,7 @@ def _brow(identity: Identity, f: dict[str, float], side: int, nuisance: Nuisance
     return np.concatenate([top, bottom[::-1]])
 
 
-def _mouth_curves(identity: Identity, f: dict[str, float], nuisance: Nuisance):
+def _mouth_curves(identity: IdentityFactors, f: dict[str, float], nuisance: Nuisance):
     mw = identity.mouth_width
     xs = np.linspace(-mw, mw, 11)
     bend = 1 - (xs / mw) ** 2
@@ -198,7 +198,7 @@ def _mouth_curves(identity: Identity, f: dict[str, float], nuisance: Nuisance):
     return xs, centre - gap / 2, centre + gap / 2, upper, lower
 
 
-def _cap(identity: Identity, thickness: float, hairline: float, side_sweep: float = 0.0) -> np.ndarray:
+def _cap(identity: IdentityFactors, thickness: float, hairline: float, side_sweep: float = 0.0) -> np.ndarray:
     """Hair covering the top of the head: an outer arc and a hairline across the forehead."""
     w = identity.face_width
     phi = np.linspace(0.05 * np.pi, 0.95 * np.pi, 15)
@@ -210,7 +210,7 @@ def _cap(identity: Identity, thickness: float, hairline: float, side_sweep: floa
     return np.concatenate([outer, inner])
 
 
-def _person(painter: _Painter, identity: Identity, semantics: Semantics, nuisance: Nuisance) -> dict:
+def _person(painter: _Painter, identity: IdentityFactors, semantics: Semantics, nuisance: Nuisance) -> dict:
     """Queue the person's shapes on ``painter`` back to front; return the face outline and landmarks."""
     rng = np.random.default_rng([nuisance.seed, 1])  # accessory colours and other per-photo choices
     skin = identity.skin
@@ -457,7 +457,7 @@ def _clothing(painter: _Painter, semantics: Semantics, skin: Colour) -> None:
             painter.body_polygon(np.array(lapel), dark)
 
 
-def _accessory(painter: _Painter, identity: Identity, accessory: str, f: dict[str, float], rng) -> None:
+def _accessory(painter: _Painter, identity: IdentityFactors, accessory: str, f: dict[str, float], rng) -> None:
     w = identity.face_width
     ex, ey, rx, ry = f["eye_x"], f["eye_y"], f["eye_rx"], f["eye_ry"]
     if accessory in ("glasses", "sunglasses"):
@@ -508,7 +508,7 @@ def _accessory(painter: _Painter, identity: Identity, accessory: str, f: dict[st
 
 
 def render_with_layout(
-    identity: Identity,
+    identity: IdentityFactors,
     semantics: Semantics,
     nuisance: Nuisance,
     size: int = 64,
@@ -565,7 +565,7 @@ def render_with_layout(
 
 
 def render(
-    identity: Identity,
+    identity: IdentityFactors,
     semantics: Semantics,
     nuisance: Nuisance,
     size: int = 64,

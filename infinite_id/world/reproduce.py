@@ -46,7 +46,7 @@ from ..evaluation.methods import METHODS
 from ..evaluation.metrics import FaceSimilarity, summarize
 from ..evaluation.prompts import PromptSet
 from ..evaluation.report import plot_tradeoff, tradeoff_points
-from ..evaluation.runner import EvalSettings, EvaluationRunner, Identity, read_records
+from ..evaluation.runner import EvalSettings, EvaluationIdentity, EvaluationRunner, read_records
 from .captions import parse_prompt
 from .factors import EVAL_IDENTITIES, Nuisance, Semantics, identity_from_id
 from .render import render_with_layout
@@ -222,7 +222,7 @@ def _save_png(image: Image.Image, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _identities(out: Path, config: ReproduceConfig) -> tuple[list[Identity], dict[str, Any]]:
+def _identities(out: Path, config: ReproduceConfig) -> tuple[list[EvaluationIdentity], dict[str, Any]]:
     """Render (or reuse) the reference photos; returns the runner's identities and ``{name: landmarks}``."""
     identities, layouts = [], {}
     for identity_id in EVAL_IDENTITIES[: config.identities]:
@@ -231,7 +231,7 @@ def _identities(out: Path, config: ReproduceConfig) -> tuple[list[Identity], dic
         path = out / "references" / f"{name}.png"
         if not path.is_file() or image_fingerprint(Image.open(path)) != image_fingerprint(image):
             _save_png(image, path)  # a changed renderer changes the photo's hash: the runner then refuses to resume
-        identities.append(Identity(name, [path], identity_from_id(identity_id).gender))
+        identities.append(EvaluationIdentity(name, [path], identity_from_id(identity_id).gender))
         layouts[name] = landmarks
     return identities, layouts
 

@@ -15,7 +15,7 @@ from infinite_id.world.factors import (
     EVAL_IDENTITIES,
     STYLES,
     TRAIN_IDENTITIES,
-    Identity,
+    IdentityFactors,
     Nuisance,
     Semantics,
     identity_from_id,
@@ -63,7 +63,7 @@ def test_render_sizes():
 
 def test_identities_are_deterministic_and_distinct():
     assert identity_from_id(42) == identity_from_id(42)
-    assert Identity.from_dict(identity_from_id(42).to_dict()) == identity_from_id(42)
+    assert IdentityFactors.from_dict(identity_from_id(42).to_dict()) == identity_from_id(42)
     people = [identity_from_id(i) for i in range(200)]
     assert len(set(people)) == 200
     # Enough independent factors that discrete looks alone already rarely repeat.

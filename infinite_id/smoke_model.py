@@ -17,7 +17,7 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from .tokenizer import clip_tokenizer
+from .clip_tokenizer import clip_tokenizer
 
 __all__ = ["tiny_image_encoder", "tiny_sd15_pipeline", "tiny_sd15_unet", "tiny_text_config", "tiny_vae"]
 

@@ -11,8 +11,8 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+from infinite_id.clip_tokenizer import clip_tokenizer
 from infinite_id.smoke_model import tiny_image_encoder, tiny_sd15_pipeline, tiny_sd15_unet, tiny_text_config, tiny_vae
-from infinite_id.tokenizer import clip_tokenizer
 
 FACE_DIM = 16
 

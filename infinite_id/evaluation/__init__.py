@@ -15,7 +15,7 @@ from .metrics import (
     cosine_matrix,
     summarize_face_scores,
 )
-from .prompts import BUILTIN_PROMPT_SETS, PromptSet, load_prompt_file, resolve_prompt_sets
+from .prompt_sets import BUILTIN_PROMPT_SETS, PromptSet, load_prompt_file, resolve_prompt_sets
 from .report import write_report
 from .runner import (
     EvalSettings,

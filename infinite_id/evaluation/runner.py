@@ -33,7 +33,7 @@ from ..errors import InfiniteIDError, MissingInputError, UserInputError
 from ..outputs import check_output_dir
 from .methods import Method
 from .metrics import ClipScorer, DinoScorer, FaceSimilarity
-from .prompts import PromptSet
+from .prompt_sets import PromptSet
 
 __all__ = [
     "EvalSettings",

@@ -50,7 +50,6 @@ from ..faces.base import FaceEncoderInfo, IdentityCrop, check_compatible
 from ..faces.precomputed import load_embeddings
 from ..identity import IdentityEncoder, IdentityFeatures, MultiImageMode, combine_tokens
 from ..models.projectors import IdentityProjection, IdentityProjectionConfig
-from ..prompts import names_style
 from ..sampling import (
     TextStreamMode,
     call_progress,
@@ -59,6 +58,7 @@ from ..sampling import (
     text_stream_calls,
     window_active,
 )
+from ..style_prompts import names_style
 
 ImageInput = str | os.PathLike | PIL.Image.Image | np.ndarray
 AdaINArg = bool | Literal["auto", "mean", "full", "off"]

@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 from .factors import ACCESSORIES, BACKGROUNDS, CLOTHING_COLOURS, CLOTHING_KINDS, GENDERS, STYLES
-from .modeling import ResidualBackbone, SavableModel
+from .small_cnn import ResidualBackbone, SavableModel
 
 #: Attribute name -> its values, in label order.
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from transformers import CLIPTokenizer
 
-from ..tokenizer import clip_vocab_and_merges  # OpenAI CLIP's vocabulary and merge list, in order
+from ..clip_tokenizer import clip_vocab_and_merges  # OpenAI CLIP's vocabulary and merge list, in order
 from .captions import (
     _BACKGROUND_KEYWORDS,
     _GENERIC_GARMENTS,

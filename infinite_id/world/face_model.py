@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 
 from ..faces.alignment import arcface_template, estimate_similarity, warp_affine
-from .modeling import CONFIG_NAME, WEIGHTS_NAME, ResidualBackbone, SavableModel
+from .small_cnn import CONFIG_NAME, WEIGHTS_NAME, ResidualBackbone, SavableModel
 
 __all__ = [
     "CONFIG_NAME",

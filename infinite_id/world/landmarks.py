@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 from .attributes import images_to_tensor
-from .modeling import ResidualBackbone, SavableModel
+from .small_cnn import ResidualBackbone, SavableModel
 
 
 @dataclass(frozen=True)

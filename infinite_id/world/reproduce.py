@@ -44,7 +44,7 @@ from PIL import Image, ImageDraw
 
 from ..evaluation.methods import METHODS
 from ..evaluation.metrics import FaceSimilarity, summarize
-from ..evaluation.prompts import PromptSet
+from ..evaluation.prompt_sets import PromptSet
 from ..evaluation.report import plot_tradeoff, tradeoff_points
 from ..evaluation.runner import EvalSettings, EvaluationIdentity, EvaluationRunner, read_records
 from .captions import parse_prompt

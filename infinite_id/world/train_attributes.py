@@ -22,7 +22,7 @@ from .attributes import attribute_accuracy as caption_accuracy
 from .captions import parse_prompt
 from .dataset import sample_example
 from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
-from .modeling import config_to_dict
+from .small_cnn import config_to_dict
 from .train_utils import parse_training_args, train_loop
 
 METRICS_NAME = "metrics.json"

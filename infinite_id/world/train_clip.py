@@ -27,6 +27,7 @@ from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTextModel, CLIPTo
 
 from . import configs
 from .captions import SKIN_TONE_WORDS, caption, sample_mentions
+from .compact_tokenizer import world_tokenizer
 from .dataset import sample_example
 from .factors import (
     ACCESSORIES,
@@ -42,7 +43,6 @@ from .factors import (
     TRAIN_IDENTITIES,
     Semantics,
 )
-from .tokenizer import world_tokenizer
 from .train_utils import parse_training_args, train_loop
 
 METRICS_NAME = "metrics.json"

@@ -25,7 +25,7 @@ from torch import nn
 from .dataset import sample_example
 from .face_model import FaceEncoderConfig, MiniFaceEncoder, align_world_face, crops_to_tensor
 from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
-from .modeling import config_to_dict
+from .small_cnn import config_to_dict
 from .train_utils import parse_training_args, train_loop
 
 METRICS_NAME = "metrics.json"

@@ -25,7 +25,7 @@ from .backgrounds import draw_background
 from .dataset import sample_example
 from .factors import BACKGROUNDS, EVAL_IDENTITIES, STYLES, TRAIN_IDENTITIES, Nuisance
 from .landmarks import LandmarkDetector, LandmarkDetectorConfig
-from .modeling import config_to_dict
+from .small_cnn import config_to_dict
 from .styles import apply_lighting, apply_style
 from .train_utils import parse_training_args, train_loop
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from infinite_id.evaluation.runner import ResumeMismatchError, read_records
-from infinite_id.prompts import names_style
+from infinite_id.style_prompts import names_style
 from infinite_id.world.captions import parse_prompt
 from infinite_id.world.factors import STYLES
 from infinite_id.world.reproduce import (

@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 def world_quick_weights(tmp_path_factory) -> Path:
     """Every miniature-world stage, adapters included, trained for two steps (the retrain command's ``--quick``),
     once per test session: real files in the shipped layout, untrained numbers."""
-    from infinite_id.world.retrain import retrain
+    from infinite_id.world.trainers.retrain import retrain
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -56,7 +56,7 @@ def _core_modules() -> list[Path]:
 
 
 def test_the_walk_sees_relative_and_lazy_imports(tmp_path):
-    assert "infinite_id.world.weights" in _imports(PACKAGE / "world" / "default_model.py")
+    assert "infinite_id.world.models.weights" in _imports(PACKAGE / "world" / "default_model.py")
     assert "infinite_id.defaults" in _imports(PACKAGE / "world" / "default_model.py")
     assert "infinite_id.faces.base" in _imports(PACKAGE / "defaults.py")
     assert "infinite_id.smoke_model" in _imports(PACKAGE / "defaults.py")  # a lazy import inside a function

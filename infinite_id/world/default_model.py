@@ -14,7 +14,7 @@ import torch
 
 from ..defaults import LoadedModel, load_model
 from ..faces.base import FaceEncoderInfo
-from .weights import resolve_weights_dir, shipped_weights_available
+from .models.weights import resolve_weights_dir, shipped_weights_available
 
 __all__ = [
     "MINIATURE_ADAPTER_STAGE",

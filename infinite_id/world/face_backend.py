@@ -3,13 +3,13 @@
 It reads renders of the miniature world (64 px head-and-shoulders portraits, or the default model's generated
 images), not real photos. The world registers it with the core as the face backend ``mini`` (an entry point in
 ``pyproject.toml``; the core never imports it). Detection is the world's landmark detector
-(:mod:`infinite_id.world.landmarks`): it
+(:mod:`infinite_id.world.models.landmarks`): it
 regresses the five ArcFace-order landmarks of **one** face and a face probability from the whole image, so it
 finds at most one face per image; below ``threshold`` it reports none. The box it reports is derived from the
 landmarks (where the face region of a render sits relative to them, measured on 200 renders; its overlap
 with the renderer's own face box, as intersection over union, is about 0.7). The embedding is
-the mini face encoder's (:class:`~infinite_id.world.face_model.MiniFaceEncoder`, 512-d) on the crop that
-:func:`~infinite_id.world.face_model.align_world_face` makes; the CLIP crop uses the same template (hair and
+the mini face encoder's (:class:`~infinite_id.world.models.face_model.MiniFaceEncoder`, 512-d) on the crop that
+:func:`~infinite_id.world.models.face_model.align_world_face` makes; the CLIP crop uses the same template (hair and
 jaw line are identity in the world), which is also what the world's adapters were trained with.
 
 Two encoders ship: ``face_encoder`` (what adapters use) and ``face_encoder_eval`` (independently seeded, for
@@ -56,7 +56,7 @@ class MiniFaceAnalyzer(FaceAnalyzer):
 
     Args:
         weights_dir: the world's weights folder (default: the shipped weights; see
-            :func:`infinite_id.world.weights.resolve_weights_dir`). Needs its ``landmarks`` and encoder stages.
+            :func:`infinite_id.world.models.weights.resolve_weights_dir`). Needs its ``landmarks`` and encoder stages.
         encoder: ``"face_encoder"`` (default; the one adapters are trained with) or ``"face_encoder_eval"``.
         threshold: the detector's face probability below which an image has no face.
         batch_size: images per forward pass in :meth:`embed_images`.
@@ -81,9 +81,9 @@ class MiniFaceAnalyzer(FaceAnalyzer):
         if not 0.0 < threshold < 1.0:
             raise UserInputError(f"threshold is a probability in (0, 1), got {threshold}")
         try:
-            from .face_model import MiniFaceEncoder
-            from .landmarks import LandmarkDetector
-            from .weights import resolve_weights_dir
+            from .models.face_model import MiniFaceEncoder
+            from .models.landmarks import LandmarkDetector
+            from .models.weights import resolve_weights_dir
         except ImportError as exc:  # torch is missing
             raise BackendUnavailableError(f"The mini face backend needs torch ({exc}).") from exc
         try:
@@ -105,7 +105,7 @@ class MiniFaceAnalyzer(FaceAnalyzer):
     def face_from_landmarks(self, landmarks: np.ndarray, score: float, size: tuple[int, int]) -> DetectedFace:
         """A :class:`DetectedFace` from five landmarks. The box is the crop frame's face region placed at the
         landmarks' position and scale, kept upright (a rolled head gets the same box, not a larger one)."""
-        from .face_model import world_face_template
+        from .models.face_model import world_face_template
 
         side = self.encoder.config.input_size
         to_image = estimate_similarity(world_face_template(side), np.asarray(landmarks, np.float64))
@@ -139,7 +139,7 @@ class MiniFaceAnalyzer(FaceAnalyzer):
     def _embed_many(self, images: list[Image.Image], faces: list[DetectedFace]) -> np.ndarray:
         import torch
 
-        from .face_model import align_world_face, crops_to_tensor
+        from .models.face_model import align_world_face, crops_to_tensor
 
         size = self.encoder.config.input_size
         out = []
@@ -159,7 +159,7 @@ class MiniFaceAnalyzer(FaceAnalyzer):
 
     def align(self, image: ImageInput, face: DetectedFace, size: int = DEFAULT_CLIP_CROP_SIZE) -> Image.Image:
         """The face aligned on the world's crop template (keeps hair and jaw line) at ``size`` x ``size``."""
-        from .face_model import align_world_face
+        from .models.face_model import align_world_face
 
         return align_world_face(self.load(image), face.keypoints, size)
 

@@ -154,7 +154,7 @@ def test_eval_never_touches_user_files(tmp_path):
 
 def test_retrain_never_touches_user_files(tmp_path):
     from infinite_id.errors import OutputPathError
-    from infinite_id.world.retrain import retrain
+    from infinite_id.world.trainers.retrain import retrain
 
     mine = _user_folder(tmp_path / "mine")
     before = _snapshot(mine)

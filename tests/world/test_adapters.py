@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from infinite_id.world.face_backend import mini_encoder_info
-from infinite_id.world.retrain import STAGES, quick_config
-from infinite_id.world.train_adapters import AdapterTrainingConfig
+from infinite_id.world.trainers.retrain import STAGES, quick_config
+from infinite_id.world.trainers.train_adapters import AdapterTrainingConfig
 
 ADAPTERS = ["adapter_identity_enhanced", "adapter_joint"]
 
@@ -48,7 +48,7 @@ def test_stage_writes_adapter_metrics_and_the_training_set(quick_run):
         cache = json.loads((out / stage / "cache" / "cache.json").read_text())
         assert cache["face_encoder"] == info.to_dict() and cache["photos"] == 8 and cache["identities"] == 4
     # the precomputed embedding is the mini encoder's on the true-landmark crop of the photo
-    from infinite_id.world.face_model import MiniFaceEncoder, align_world_face, crops_to_tensor
+    from infinite_id.world.models.face_model import MiniFaceEncoder, align_world_face, crops_to_tensor
 
     data = out / ADAPTERS[0] / "data"
     line = json.loads((data / "train.jsonl").read_text().splitlines()[3])

@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from infinite_id.world.retrain import DEPENDENCIES, STAGES, check_dependencies, ready_stages, retrain, run_parallel
+from infinite_id.world.trainers.retrain import (
+    DEPENDENCIES,
+    STAGES,
+    check_dependencies,
+    ready_stages,
+    retrain,
+    run_parallel,
+)
 
 
 def test_ready_stages_put_the_long_chain_first():

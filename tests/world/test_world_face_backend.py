@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from infinite_id.faces import BackendUnavailableError, FaceEncoderInfo, NoFaceError, get_face_analyzer
-from infinite_id.world.dataset import sample_example
 from infinite_id.world.face_backend import MiniFaceAnalyzer, world_eval_analyzer
-from infinite_id.world.factors import EVAL_IDENTITIES
-from infinite_id.world.weights import shipped_weights_available
+from infinite_id.world.models.weights import shipped_weights_available
+from infinite_id.world.scene.dataset import sample_example
+from infinite_id.world.scene.factors import EVAL_IDENTITIES
 
 STAGES = ["face_encoder", "face_encoder_eval", "landmarks"]
 
@@ -37,7 +37,7 @@ def test_factory_builds_it_and_names_the_encoder(quick_weights):
 
 
 def test_missing_weights_say_which_stage_and_how_to_train_it(tmp_path, quick_weights):
-    with pytest.raises(BackendUnavailableError, match=r"(?s)landmarks/.*infinite_id\.world\.retrain"):
+    with pytest.raises(BackendUnavailableError, match=r"(?s)landmarks/.*infinite_id\.world\.trainers\.retrain"):
         get_face_analyzer("mini", weights_dir=tmp_path)
     with pytest.raises(ValueError, match="Unknown mini face encoder"):
         MiniFaceAnalyzer(quick_weights, encoder="arcface")

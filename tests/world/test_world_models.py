@@ -11,10 +11,10 @@ from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjec
 
 from infinite_id.clip_tokenizer import clip_tokenizer
 from infinite_id.world import configs
-from infinite_id.world.captions import caption, sample_mentions
-from infinite_id.world.compact_tokenizer import world_tokenizer
-from infinite_id.world.face_model import WEIGHTS_NAME, FaceEncoderConfig, MiniFaceEncoder
-from infinite_id.world.factors import GENDERS, Semantics
+from infinite_id.world.models.compact_tokenizer import world_tokenizer
+from infinite_id.world.models.face_model import WEIGHTS_NAME, FaceEncoderConfig, MiniFaceEncoder
+from infinite_id.world.scene.captions import caption, sample_mentions
+from infinite_id.world.scene.factors import GENDERS, Semantics
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from infinite_id.world.dataset import sample_example
-from infinite_id.world.factors import (
+from infinite_id.world.scene.dataset import sample_example
+from infinite_id.world.scene.factors import (
     BACKGROUNDS,
     CLOTHING_KINDS,
     EVAL_IDENTITIES,
@@ -23,7 +23,7 @@ from infinite_id.world.factors import (
     nuisance_rng,
     semantics_rng,
 )
-from infinite_id.world.render import render, render_with_layout
+from infinite_id.world.scene.render import render, render_with_layout
 
 
 def _pixels(image: Image.Image) -> np.ndarray:

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from infinite_id.world import retrain as retrain_module
-from infinite_id.world.latent_cache import LatentCacheConfig
-from infinite_id.world.retrain import STAGES, quick_config, retrain
+from infinite_id.world.trainers.latent_cache import LatentCacheConfig
+from infinite_id.world.trainers.retrain import STAGES, quick_config, retrain
 
 
 def test_quick_configs_keep_the_recipe_but_shrink_it():

@@ -9,8 +9,8 @@ import torch
 from transformers import AutoImageProcessor, CLIPModel, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from infinite_id.world import train_clip
-from infinite_id.world.dataset import sample_example
-from infinite_id.world.train_clip import (
+from infinite_id.world.scene.dataset import sample_example
+from infinite_id.world.trainers.train_clip import (
     ClipTrainingConfig,
     clip_image_processor,
     export_towers,
@@ -19,10 +19,10 @@ from infinite_id.world.train_clip import (
     text_features,
     tokenize,
 )
-from infinite_id.world.train_clip import (
+from infinite_id.world.trainers.train_clip import (
     train_clip as run_training,
 )
-from infinite_id.world.train_utils import CHECKPOINT_NAME
+from infinite_id.world.trainers.train_utils import CHECKPOINT_NAME
 
 
 def test_fast_preprocessing_matches_the_saved_processor(tmp_path):
@@ -64,7 +64,7 @@ def test_smoke_training_and_export(tmp_path):
 
 
 def test_twin_pairs_differ_in_one_named_attribute():
-    from infinite_id.world.captions import parse_prompt
+    from infinite_id.world.scene.captions import parse_prompt
 
     config = ClipTrainingConfig(batch_size=12, twin_fraction=0.5)
     images, texts, _ = train_clip.training_batch(config, 4)
@@ -77,7 +77,7 @@ def test_twin_pairs_differ_in_one_named_attribute():
 
 
 def test_caption_labels_name_exactly_what_the_caption_says():
-    from infinite_id.world.captions import HAIR_COLOUR_WORDS, PERSON_TRAITS, parse_prompt
+    from infinite_id.world.scene.captions import HAIR_COLOUR_WORDS, PERSON_TRAITS, parse_prompt
 
     config = ClipTrainingConfig(batch_size=64, twin_fraction=0.0)
     _, texts, labels = train_clip.training_batch(config, 3)

@@ -9,10 +9,15 @@ import pytest
 import torch
 
 from infinite_id.world import train_face
-from infinite_id.world.dataset import sample_example
-from infinite_id.world.face_model import FaceEncoderConfig, MiniFaceEncoder, align_world_face, world_face_template
-from infinite_id.world.train_face import ArcMarginHead, FaceTrainingConfig, train_face_encoder
-from infinite_id.world.train_utils import CHECKPOINT_NAME
+from infinite_id.world.models.face_model import (
+    FaceEncoderConfig,
+    MiniFaceEncoder,
+    align_world_face,
+    world_face_template,
+)
+from infinite_id.world.scene.dataset import sample_example
+from infinite_id.world.trainers.train_face import ArcMarginHead, FaceTrainingConfig, train_face_encoder
+from infinite_id.world.trainers.train_utils import CHECKPOINT_NAME
 
 TINY = FaceEncoderConfig(input_size=24, channels=(8, 16), embedding_dim=32)
 
@@ -82,8 +87,8 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, monkeypatch)
 def test_a_lost_checkpoint_resumes_from_the_committed_snapshot(tmp_path, monkeypatch):
     """The git-ignored checkpoint may not survive to the next session; ``retrain --snapshot`` copies it to
     ``partial-checkpoint.safetensors`` (committed), and a run without the checkpoint resumes from that."""
-    from infinite_id.world.retrain import snapshot_unfinished
-    from infinite_id.world.train_utils import snapshot_name
+    from infinite_id.world.trainers.retrain import snapshot_unfinished
+    from infinite_id.world.trainers.train_utils import snapshot_name
 
     real_batch = train_face.training_batch
     seen = []

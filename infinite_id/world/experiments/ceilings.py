@@ -5,7 +5,7 @@ ID similarity is not "the reference against itself" (1.0, or 0.95 through the de
 two different photos of one person, located by the detector, raw and after the VAE round trip. The same holds for
 attribute accuracy: the classifier on real renders, and on their round trips.
 
-    python -m infinite_id.world.ceilings --weights DIR [--vae DIR] [--identities 100] [--json OUT]
+    python -m infinite_id.world.experiments.ceilings --weights DIR [--vae DIR] [--identities 100] [--json OUT]
 
 For each of ``--identities`` held-out identities two photos are rendered (random scene, clothing, style, pose);
 the first is the "reference", the second "another photo". Reported, each as mean ± standard error:
@@ -29,12 +29,12 @@ import torch
 from diffusers import AutoencoderKL
 from PIL import Image
 
-from .attributes import ATTRIBUTE_VALUES, AttributeClassifier, images_to_tensor
-from .dataset import Example, sample_example
-from .face_backend import MiniFaceAnalyzer
-from .factors import EVAL_IDENTITIES
-from .train_vae import psnr_db, round_trip
-from .world_metrics import KnownLayoutFaceAnalyzer
+from ..face_backend import MiniFaceAnalyzer
+from ..models.attributes import ATTRIBUTE_VALUES, AttributeClassifier, images_to_tensor
+from ..models.world_metrics import KnownLayoutFaceAnalyzer
+from ..scene.dataset import Example, sample_example
+from ..scene.factors import EVAL_IDENTITIES
+from ..trainers.train_vae import psnr_db, round_trip
 
 
 @dataclass

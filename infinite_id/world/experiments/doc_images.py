@@ -1,7 +1,7 @@
 """The documentation's pictures, made by the miniature model (the default model), reproducibly.
 
-    python -m infinite_id.world.doc_images --out docs/images            # the shipped weights
-    python -m infinite_id.world.doc_images --weights /tmp/w --out /tmp/images
+    python -m infinite_id.world.experiments.doc_images --out docs/images            # the shipped weights
+    python -m infinite_id.world.experiments.doc_images --weights /tmp/w --out /tmp/images
 
 Every picture is a grid of 64 px images (scaled up 3x, nearest neighbour, so pixels stay visible) with labels:
 
@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from ..faces import get_face_analyzer
-from ..generation import GenerationSettings, Generator
-from .default_model import load_miniature_model
+from ...faces import get_face_analyzer
+from ...generation import GenerationSettings, Generator
+from ..default_model import load_miniature_model
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "portraits"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "portraits"
 SCALE = 3
 LABEL_HEIGHT = 14
 STEPS = 25

@@ -1,6 +1,6 @@
 """The example reference portraits that ship in ``examples/portraits/``: held-out identities, plain photos.
 
-    python -m infinite_id.world.examples --out examples/portraits
+    python -m infinite_id.world.experiments.examples --out examples/portraits
 
 They are inputs for the default (miniature) model: ``infinite-id generate --ref examples/portraits/woman_1.png``.
 Each portrait is a frontal studio photo of a held-out evaluation identity (never seen in training), rendered at
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .factors import EVAL_IDENTITIES, Nuisance, Semantics, identity_from_id
-from .render import render
+from ..scene.factors import EVAL_IDENTITIES, Nuisance, Semantics, identity_from_id
+from ..scene.render import render
 
 #: How many portraits of each gender word ship; identities are the first held-out ids of that gender.
 PER_GENDER = 2

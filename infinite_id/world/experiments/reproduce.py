@@ -1,12 +1,13 @@
 """Reproduce the paper's ablation table, and a style table, in the miniature world with one command.
 
-    python -m infinite_id.world.reproduce --out runs/reproduce                 # shipped weights, ~15 min, 1 thread
-    python -m infinite_id.world.reproduce --weights /work/wtrain --out DIR     # a retrain run's weights
-    python -m infinite_id.world.reproduce --out DIR --quick                    # a smoke run
+    python -m infinite_id.world.experiments.reproduce --out runs/reproduce              # shipped weights, ~15 min
+    python -m infinite_id.world.experiments.reproduce --weights /work/wtrain --out DIR  # a retrain run's weights
+    python -m infinite_id.world.experiments.reproduce --out DIR --quick                 # a smoke run
 
 Held-out identities (``EVAL_IDENTITIES``) get one reference photo each, rendered as a plain studio photo. Every
 row is generated over identities x prompts x seeds with the project's resumable evaluation runner
-(:mod:`infinite_id.evaluation`) and scored with the world's metric models (:mod:`infinite_id.world.world_metrics`):
+(:mod:`infinite_id.evaluation`) and scored with the world's metric models
+(:mod:`infinite_id.world.models.world_metrics`):
 CLIP-T and CLIP-I with the mini CLIP, ID similarity with the independent evaluation face encoder (faces located by
 the mini detector), attribute accuracy with the attribute classifier against what the prompt names.
 
@@ -42,16 +43,13 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
-from ..evaluation.methods import METHODS
-from ..evaluation.metrics import FaceSimilarity, summarize
-from ..evaluation.prompt_sets import PromptSet
-from ..evaluation.report import plot_tradeoff, tradeoff_points
-from ..evaluation.runner import EvalSettings, EvaluationIdentity, EvaluationRunner, read_records
-from .captions import parse_prompt
-from .factors import EVAL_IDENTITIES, Nuisance, Semantics, identity_from_id
-from .render import render_with_layout
-from .weights import resolve_weights_dir
-from .world_metrics import (
+from ...evaluation.methods import METHODS
+from ...evaluation.metrics import FaceSimilarity, summarize
+from ...evaluation.prompt_sets import PromptSet
+from ...evaluation.report import plot_tradeoff, tradeoff_points
+from ...evaluation.runner import EvalSettings, EvaluationIdentity, EvaluationRunner, read_records
+from ..models.weights import resolve_weights_dir
+from ..models.world_metrics import (
     SEMANTIC_ATTRIBUTES,
     KnownLayoutFaceAnalyzer,
     detector_ceiling,
@@ -60,6 +58,9 @@ from .world_metrics import (
     load_clip_scorer,
     semantic_scores,
 )
+from ..scene.captions import parse_prompt
+from ..scene.factors import EVAL_IDENTITIES, Nuisance, Semantics, identity_from_id
+from ..scene.render import render_with_layout
 
 __all__ = [
     "MAIN_ROWS",
@@ -283,7 +284,7 @@ def _load_pipe(weights: Path, adapter: Path, analyzer: KnownLayoutFaceAnalyzer):
     checks that the adapter was trained with exactly this encoder)."""
     from diffusers import DDIMScheduler
 
-    from ..pipelines import InfiniteIDStableDiffusionPipeline
+    from ...pipelines import InfiniteIDStableDiffusionPipeline
 
     pipe = InfiniteIDStableDiffusionPipeline.from_pretrained(str(weights / "base"))
     if not isinstance(pipe.scheduler, DDIMScheduler):  # the paper samples with DDIM
@@ -778,7 +779,7 @@ def reproduce(
         points.append({"method": point["method"], "id_scale": point["id_scale"], **_row_summary(chosen)})
 
     result = {
-        "command": command or "python -m infinite_id.world.reproduce",
+        "command": command or "python -m infinite_id.world.experiments.reproduce",
         "weights": weights_fingerprint(weights),
         "adapters": {k: str(v) for k, v in adapter_paths.items()},
         "settings": dataclasses.asdict(config),
@@ -826,7 +827,9 @@ def main(argv: list[str] | None = None) -> None:
         if "prompts" in changes:
             changes["curve_prompts"] = min(config.curve_prompts, changes["prompts"])
         config = dataclasses.replace(config, **changes)
-    command = "python -m infinite_id.world.reproduce " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = "python -m infinite_id.world.experiments.reproduce " + " ".join(
+        shlex.quote(a) for a in (argv or sys.argv[1:])
+    )
     result = reproduce(
         args.out,
         args.weights,

@@ -7,7 +7,7 @@
   back each attribute the caption names, scored on other captions (and the same probe on the input token
   embeddings, where every word is still present, as the control).
 
-    python -m infinite_id.world.text_probe --model DIR [--json OUT]
+    python -m infinite_id.world.experiments.text_probe --model DIR [--json OUT]
 
 ``--model`` is a base-model folder (``text_encoder/``, ``tokenizer/``).
 """
@@ -24,8 +24,16 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .captions import caption, sample_mentions
-from .factors import ACCESSORIES, BACKGROUNDS, CLOTHING_COLOURS, CLOTHING_KINDS, STYLES, Semantics, identity_from_id
+from ..scene.captions import caption, sample_mentions
+from ..scene.factors import (
+    ACCESSORIES,
+    BACKGROUNDS,
+    CLOTHING_COLOURS,
+    CLOTHING_KINDS,
+    STYLES,
+    Semantics,
+    identity_from_id,
+)
 
 #: attribute -> its values, for the semantic attributes a caption can name.
 PROBED: dict[str, tuple[str, ...]] = {

@@ -2,7 +2,7 @@
 
 One residual CNN reads a 64x64 image and predicts, with one head each, every attribute a prompt can name
 (style, background, clothing kind and colour, accessory) plus the gender word. Comparing its predictions with
-:func:`infinite_id.world.captions.parse_prompt` of the prompt gives the exact attribute accuracy of a sample,
+:func:`infinite_id.world.scene.captions.parse_prompt` of the prompt gives the exact attribute accuracy of a sample,
 a sharper semantic metric than CLIP-T.
 """
 
@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .factors import ACCESSORIES, BACKGROUNDS, CLOTHING_COLOURS, CLOTHING_KINDS, GENDERS, STYLES
+from ..scene.factors import ACCESSORIES, BACKGROUNDS, CLOTHING_COLOURS, CLOTHING_KINDS, GENDERS, STYLES
 from .small_cnn import ResidualBackbone, SavableModel
 
 #: Attribute name -> its values, in label order.

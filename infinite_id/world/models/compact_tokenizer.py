@@ -13,8 +13,8 @@ from functools import lru_cache
 
 from transformers import CLIPTokenizer
 
-from ..clip_tokenizer import clip_vocab_and_merges  # OpenAI CLIP's vocabulary and merge list, in order
-from .captions import (
+from ...clip_tokenizer import clip_vocab_and_merges  # OpenAI CLIP's vocabulary and merge list, in order
+from ..scene.captions import (
     _BACKGROUND_KEYWORDS,
     _GENERIC_GARMENTS,
     _PHOTO_WORDS,

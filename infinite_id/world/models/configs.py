@@ -8,7 +8,7 @@ text encoder + tokenizer), so the real pipeline loads it unchanged:
 - mini CLIP: CLIPModel with a 3-layer text tower (compact world tokenizer, 48 positions) and a 4-layer ViT image
   tower on 64x64 images (8x8 patches), projection 128. Its text tower is the base model's text encoder and its
   image tower the CLIP branch of the identity encoder and the CLIP-T/CLIP-I metric;
-- mini face encoder: see :mod:`infinite_id.world.face_model`.
+- mini face encoder: see :mod:`infinite_id.world.models.face_model`.
 """
 
 from __future__ import annotations

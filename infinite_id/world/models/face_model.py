@@ -2,7 +2,8 @@
 
 A small residual CNN maps an aligned face crop to an L2-normalised embedding (512-d by default, like ArcFace).
 It is trained with an additive angular margin loss over training identities (see
-:mod:`infinite_id.world.train_face`); a second, independently seeded copy serves only as the evaluation metric.
+:mod:`infinite_id.world.trainers.train_face`); a second, independently seeded copy serves only as the evaluation
+metric.
 Weights are stored as ``config.json`` + ``model.safetensors``.
 """
 
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..faces.alignment import arcface_template, estimate_similarity, warp_affine
+from ...faces.alignment import arcface_template, estimate_similarity, warp_affine
 from .small_cnn import CONFIG_NAME, WEIGHTS_NAME, ResidualBackbone, SavableModel
 
 __all__ = [

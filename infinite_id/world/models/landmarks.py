@@ -3,7 +3,7 @@
 Generated images come without a layout, so the world's face pipeline (alignment for the face encoder and the
 identity metric) needs a detector. This one regresses the five ArcFace-order landmarks (left eye, right eye,
 nose tip, left and right mouth corner; pixel-index coordinates) and a logit for "there is a face". It is
-trained on renders, with face-free scenes as negatives (:mod:`infinite_id.world.train_landmarks`).
+trained on renders, with face-free scenes as negatives (:mod:`infinite_id.world.trainers.train_landmarks`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The shipped weights (``DEFAULT_WEIGHTS_DIR``) have the layout of the retrain com
 stage, without what only training needs (checkpoints, logs, caches, the separate ``vae`` stage: ``base/vae``
 holds the same VAE).
 
-    python -m infinite_id.world.weights export --from /work/wtrain --to infinite_id/world/weights
+    python -m infinite_id.world.models.weights export --from /work/wtrain --to infinite_id/world/weights
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..outputs import check_output_dir
+from ...outputs import check_output_dir
 
-DEFAULT_WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_WEIGHTS_DIR = Path(__file__).parents[1] / "weights"  # infinite_id/world/weights
 
 # stage -> files that must be there for the stage to be usable
 STAGE_FILES: dict[str, tuple[str, ...]] = {
@@ -33,7 +33,7 @@ STAGE_FILES: dict[str, tuple[str, ...]] = {
 }
 WEIGHT_STAGES: tuple[str, ...] = tuple(STAGE_FILES)
 
-RETRAIN_COMMAND = "python -m infinite_id.world.retrain --out {out}"
+RETRAIN_COMMAND = "python -m infinite_id.world.trainers.retrain --out {out}"
 # What a stage folder of a training run may hold that is not part of the weights.
 _SKIPPED_NAMES = {"checkpoint.safetensors", "best.safetensors"}
 _SKIPPED_PREFIXES = ("partial-",)  # committed snapshots of unfinished training (train_utils.snapshot_checkpoint)
@@ -111,8 +111,8 @@ def export_weights(train_out: str | Path, dest: str | Path, stages: Iterable[str
     finished = [s for s in selected if (source / s / "metrics.json").is_file() and not missing_stages(source, [s])]
     if not finished:
         raise FileNotFoundError(f"{source} holds no finished stage of {selected} (a stage folder with metrics.json)")
-    check_output_dir(dest, what="--to", command="python -m infinite_id.world.weights export", is_own=is_weights_dir,
-                     inputs=[source], overwrite=True)  # fmt: skip
+    check_output_dir(dest, what="--to", command="python -m infinite_id.world.models.weights export",
+                     is_own=is_weights_dir, inputs=[source], overwrite=True)  # fmt: skip
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:

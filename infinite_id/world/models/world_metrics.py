@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..evaluation.metrics import ClipScorer
-from ..faces.base import DetectedFace
+from ...evaluation.metrics import ClipScorer
+from ...faces.base import DetectedFace
+from ..face_backend import MiniFaceAnalyzer
 from .attributes import AttributeClassifier
-from .face_backend import MiniFaceAnalyzer
 
 __all__ = [
     "SEMANTIC_ATTRIBUTES",

@@ -10,8 +10,8 @@ Every example is a pure function of ``(seed, identity id, photo index)``, so a d
 byte, an interrupted build is simply run again (it re-renders the same files), and a subset of identities gives
 the same photos as the full set.
 
-    python -m infinite_id.world.dataset --out data/world-train --identities 1000 --photos 8
-    python -m infinite_id.world.dataset --out data/world-eval --split eval --identities 100 --photos 4
+    python -m infinite_id.world.scene.dataset --out data/world-train --identities 1000 --photos 8
+    python -m infinite_id.world.scene.dataset --out data/world-eval --split eval --identities 100 --photos 4
 """
 
 from __future__ import annotations

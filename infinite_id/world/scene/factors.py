@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from ..deprecation import renamed_names
+from ...deprecation import renamed_names
 
 # ----------------------------------------------------------------------------------------------------------------
 # Vocabularies. The order is part of the world's definition: attribute classifiers use these indices as labels.

@@ -4,7 +4,7 @@ Drawing happens on a supersampled canvas with PIL polygons and is then downscale
 Faces are laid out in a face frame (unit = half the face height, x right, y down) and projected with a cheap
 pseudo-3D pose: every point carries a depth, so a yaw moves the nose more than the eyes and the ears the other
 way. The person is drawn on a transparent layer and composited over the background, so the scene never changes
-face pixels; lighting and the style filter come last (see :mod:`infinite_id.world.styles`).
+face pixels; lighting and the style filter come last (see :mod:`infinite_id.world.scene.styles`).
 """
 
 from __future__ import annotations

@@ -26,9 +26,9 @@ import torch
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
-from .attributes import images_to_tensor
-from .dataset import example_rng, sample_example
-from .factors import TRAIN_IDENTITIES
+from ..models.attributes import images_to_tensor
+from ..scene.dataset import example_rng, sample_example
+from ..scene.factors import TRAIN_IDENTITIES
 
 CACHE_NAME = "cache.json"
 PARTIAL_NAME = "cache.partial.json"

@@ -1,9 +1,9 @@
 """Retrain the miniature world's models from scratch, in order, with fixed seeds.
 
-    python -m infinite_id.world.retrain --out infinite_id/world/weights            # everything
-    python -m infinite_id.world.retrain --out /tmp/w --only face_encoder,clip       # some stages
-    python -m infinite_id.world.retrain --out /tmp/w --quick                        # a two-step smoke run
-    python -m infinite_id.world.retrain --out /tmp/w --jobs 2                       # two stages at a time
+    python -m infinite_id.world.trainers.retrain --out infinite_id/world/weights            # everything
+    python -m infinite_id.world.trainers.retrain --out /tmp/w --only face_encoder,clip       # some stages
+    python -m infinite_id.world.trainers.retrain --out /tmp/w --quick                        # a two-step smoke run
+    python -m infinite_id.world.trainers.retrain --out /tmp/w --jobs 2                       # two stages at a time
 
 Each stage writes ``OUT/<stage>/`` with its weights and ``metrics.json``; a stage whose ``metrics.json``
 exists is skipped (so an interrupted run continues where it stopped, and a stage interrupted midway resumes
@@ -172,7 +172,7 @@ def _write_summary(path: Path, summary: dict) -> None:
 def _launch_stage(out: Path, stage: str, quick: bool, force: bool) -> subprocess.Popen:
     """One stage in its own process, one torch (and OpenMP) thread, output to ``OUT/logs/<stage>.log``."""
     (out / "logs").mkdir(exist_ok=True)
-    command = [sys.executable, "-m", "infinite_id.world.retrain", "--out", str(out), "--only", stage]
+    command = [sys.executable, "-m", "infinite_id.world.trainers.retrain", "--out", str(out), "--only", stage]
     command += ["--threads", "1", "--no-summary", "--no-progress"] + ["--quick"] * quick + ["--force"] * force
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with (out / "logs" / f"{stage}.log").open("ab") as log:
@@ -250,10 +250,14 @@ def retrain(
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     selected = [s for s in STAGES if s in selected]  # recipe order: every stage after its inputs
-    from ..outputs import check_output_dir
+    from ...outputs import check_output_dir
 
     check_output_dir(
-        out, what="--out", command="python -m infinite_id.world.retrain", is_own=is_retrain_output, overwrite=None
+        out,
+        what="--out",
+        command="python -m infinite_id.world.trainers.retrain",
+        is_own=is_retrain_output,
+        overwrite=None,
     )
     out.mkdir(parents=True, exist_ok=True)
     check_dependencies(selected, [s for s in STAGES if _is_finished(out, s)])

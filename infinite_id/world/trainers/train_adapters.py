@@ -1,11 +1,11 @@
 """Train the miniature model's Infinite-ID adapters with the project's own training code (``infinite_id.training``).
 
-    python -m infinite_id.world.train_adapters --weights W --out W/adapter_joint --mode joint
+    python -m infinite_id.world.trainers.train_adapters --weights W --out W/adapter_joint --mode joint
 
 Three steps, each skipped when its output exists (so an interrupted stage continues where it stopped):
 
 1. ``data/``: render ``photos_per_identity`` photos of each of ``num_identities`` training identities (random
-   semantics, nuisances, styles and captions, :func:`~infinite_id.world.dataset.build_dataset`) and write a
+   semantics, nuisances, styles and captions, :func:`~infinite_id.world.scene.dataset.build_dataset`) and write a
    JSONL manifest with, per photo, the precomputed embedding of the mini face encoder (``face_encoder`` stage,
    on the crop that the renderer's true landmarks give) and the aligned CLIP crop (the world template, as the
    ``mini`` face backend makes it at inference).
@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .dataset import build_dataset, read_manifest
-from .face_model import MiniFaceEncoder, align_world_face, crops_to_tensor
-from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
+from ..models.face_model import MiniFaceEncoder, align_world_face, crops_to_tensor
+from ..scene.dataset import build_dataset, read_manifest
+from ..scene.factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
 
 ADAPTER_NAME = "adapter.safetensors"
 METRICS_NAME = "metrics.json"
@@ -112,7 +112,7 @@ def build_training_source(
 
 def training_config(base_dir: Path, cache_dir: Path, run_dir: Path, config: AdapterTrainingConfig, progress: bool):
     """The :class:`~infinite_id.training.config.TrainConfig` of one adapter stage."""
-    from ..training.config import (
+    from ...training.config import (
         AdapterSection,
         DataSection,
         ModelSection,
@@ -166,10 +166,10 @@ def evaluate_adapter(
     joint: the caption). Fixed noise, timesteps 250, 500 and 750. ``identity_gain`` (other person minus right
     person) is positive when the adapter uses the identity.
     """
-    from ..attention_processors import InfiniteIDAttentionState
-    from ..pipelines import InfiniteIDStableDiffusionPipeline
-    from .attributes import images_to_tensor
-    from .dataset import sample_example
+    from ...attention_processors import InfiniteIDAttentionState
+    from ...pipelines import InfiniteIDStableDiffusionPipeline
+    from ..models.attributes import images_to_tensor
+    from ..scene.dataset import sample_example
 
     if num_identities < 2:
         raise ValueError("the evaluation needs at least two identities")
@@ -221,10 +221,10 @@ def train_adapter(
     progress: bool = True,
 ) -> dict:
     """Train one adapter into ``out_dir`` on the ``base`` and ``face_encoder`` stages of ``weights_dir``."""
-    from ..training.preprocess import prepare_cache
-    from ..training.trainer import train
-    from .face_backend import mini_encoder_info
-    from .weights import resolve_weights_dir
+    from ...training.preprocess import prepare_cache
+    from ...training.trainer import train
+    from ..face_backend import mini_encoder_info
+    from ..models.weights import resolve_weights_dir
 
     config = config or AdapterTrainingConfig()
     root = resolve_weights_dir(weights_dir, stages=("base", "face_encoder"))

@@ -1,6 +1,6 @@
 """Train the miniature world's attribute classifier on freshly rendered photos of training identities.
 
-    python -m infinite_id.world.train_attributes --out infinite_id/world/weights/attributes --steps 1500
+    python -m infinite_id.world.trainers.train_attributes --out infinite_id/world/weights/attributes --steps 1500
 
 Batches are a pure function of ``(seed, step)`` (resumable). Evaluation: per-attribute accuracy on photos of
 held-out identities, and the exact attribute accuracy against their captions (what the metric will measure
@@ -17,12 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .attributes import ATTRIBUTE_VALUES, AttributeClassifier, AttributeClassifierConfig, images_to_tensor
-from .attributes import attribute_accuracy as caption_accuracy
-from .captions import parse_prompt
-from .dataset import sample_example
-from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
-from .small_cnn import config_to_dict
+from ..models.attributes import ATTRIBUTE_VALUES, AttributeClassifier, AttributeClassifierConfig, images_to_tensor
+from ..models.attributes import attribute_accuracy as caption_accuracy
+from ..models.small_cnn import config_to_dict
+from ..scene.captions import parse_prompt
+from ..scene.dataset import sample_example
+from ..scene.factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
 from .train_utils import parse_training_args, train_loop
 
 METRICS_NAME = "metrics.json"

@@ -9,7 +9,7 @@ Evaluation on held-out identities: zero-shot accuracy for every prompt-controlle
 background, clothing, clothing colour, accessory: the prompt naming the right value must score highest) and
 image-to-caption retrieval top-1 within batches of 100.
 
-    python -m infinite_id.world.train_clip --out infinite_id/world/weights/clip --steps 4000
+    python -m infinite_id.world.trainers.train_clip --out infinite_id/world/weights/clip --steps 4000
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from . import configs
-from .captions import SKIN_TONE_WORDS, caption, sample_mentions
-from .compact_tokenizer import world_tokenizer
-from .dataset import sample_example
-from .factors import (
+from ..models import configs
+from ..models.compact_tokenizer import world_tokenizer
+from ..scene.captions import SKIN_TONE_WORDS, caption, sample_mentions
+from ..scene.dataset import sample_example
+from ..scene.factors import (
     ACCESSORIES,
     BACKGROUNDS,
     CLOTHING_COLOURS,
@@ -306,8 +306,9 @@ def text_tower(model: CLIPModel) -> CLIPTextModel:
 
 
 def text_tower_probes(model: CLIPModel, tokenizer: CLIPTokenizer, count: int, seed: int) -> dict[str, float]:
-    """The minimal-pair cosines and linear probes of :mod:`infinite_id.world.text_probe` on the text tower."""
-    from .text_probe import linear_probes, minimal_pairs
+    """The minimal-pair cosines and linear probes of :mod:`~infinite_id.world.experiments.text_probe` on the text
+    tower."""
+    from ..experiments.text_probe import linear_probes, minimal_pairs
 
     text = text_tower(model)
     pairs = minimal_pairs(text, tokenizer, count=max(count // 2, 4), seed=seed)

@@ -7,7 +7,7 @@ A batch is a pure function of (seed, step), so a resumed run sees exactly the ba
 Evaluation uses held-out identities (disjoint id range): rank-1 identification with one gallery photo per
 identity, and the mean cosine of same-identity and different-identity pairs.
 
-    python -m infinite_id.world.train_face --out infinite_id/world/weights/face_encoder --steps 3000
+    python -m infinite_id.world.trainers.train_face --out infinite_id/world/weights/face_encoder --steps 3000
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dataset import sample_example
-from .face_model import FaceEncoderConfig, MiniFaceEncoder, align_world_face, crops_to_tensor
-from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
-from .small_cnn import config_to_dict
+from ..models.face_model import FaceEncoderConfig, MiniFaceEncoder, align_world_face, crops_to_tensor
+from ..models.small_cnn import config_to_dict
+from ..scene.dataset import sample_example
+from ..scene.factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
 from .train_utils import parse_training_args, train_loop
 
 METRICS_NAME = "metrics.json"

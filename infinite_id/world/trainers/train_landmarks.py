@@ -1,6 +1,6 @@
 """Train the miniature world's face detector (five landmarks + face presence) on renders.
 
-    python -m infinite_id.world.train_landmarks --out infinite_id/world/weights/landmarks --steps 1500
+    python -m infinite_id.world.trainers.train_landmarks --out infinite_id/world/weights/landmarks --steps 1500
 
 A quarter of a batch are negatives (``face_free_image``): mostly face-free scenes of the world in a random style,
 and some plain images (a flat colour, a gradient, smooth noise) so that a blank or foreign picture is not taken
@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .attributes import images_to_tensor
-from .backgrounds import draw_background
-from .dataset import sample_example
-from .factors import BACKGROUNDS, EVAL_IDENTITIES, STYLES, TRAIN_IDENTITIES, Nuisance
-from .landmarks import LandmarkDetector, LandmarkDetectorConfig
-from .small_cnn import config_to_dict
-from .styles import apply_lighting, apply_style
+from ..models.attributes import images_to_tensor
+from ..models.landmarks import LandmarkDetector, LandmarkDetectorConfig
+from ..models.small_cnn import config_to_dict
+from ..scene.backgrounds import draw_background
+from ..scene.dataset import sample_example
+from ..scene.factors import BACKGROUNDS, EVAL_IDENTITIES, STYLES, TRAIN_IDENTITIES, Nuisance
+from ..scene.styles import apply_lighting, apply_style
 from .train_utils import parse_training_args, train_loop
 
 METRICS_NAME = "metrics.json"

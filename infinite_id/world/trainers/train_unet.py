@@ -1,13 +1,13 @@
 """Train the miniature world's base text-to-image model (UNet + text encoder) and assemble it in diffusers layout.
 
-    python -m infinite_id.world.train_unet --weights DIR --out DIR/base
+    python -m infinite_id.world.trainers.train_unet --weights DIR --out DIR/base
 
 Inputs are the stages trained before it in ``--weights``: the VAE (``vae/``), the mini CLIP (``clip/``, whose
 text tower initialises the text encoder), the latent cache (``latent_cache/``), and the attribute classifier and
 face detector that judge the samples. The recipe (each part replaces what the v1 base model lacked; see
 docs/world.md):
 
-- a latent cache: every photo rendered and encoded once (:mod:`infinite_id.world.latent_cache`);
+- a latent cache: every photo rendered and encoded once (:mod:`infinite_id.world.trainers.latent_cache`);
 - v-prediction on a schedule rescaled to zero terminal SNR (the last training step is pure noise, so sampling
   starts where training does; DDIM samples with "trailing" timesteps);
 - min-SNR loss weighting for v-prediction: the v-loss times ``min(1, gamma / (snr + 1))``, which is the x0-loss
@@ -38,12 +38,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import CLIPModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from . import configs
-from .attributes import ATTRIBUTE_VALUES, AttributeClassifier, images_to_tensor
-from .captions import parse_prompt
-from .dataset import sample_example
-from .factors import EVAL_IDENTITIES
-from .landmarks import LandmarkDetector
+from ..models import configs
+from ..models.attributes import ATTRIBUTE_VALUES, AttributeClassifier, images_to_tensor
+from ..models.landmarks import LandmarkDetector
+from ..scene.captions import parse_prompt
+from ..scene.dataset import sample_example
+from ..scene.factors import EVAL_IDENTITIES
 from .latent_cache import LatentCache, load_latent_cache
 from .train_clip import clip_image_processor, text_tower, tokenize
 from .train_utils import BEST_NAME, parse_training_args, remove_working_files, train_loop, working_file

@@ -1,6 +1,6 @@
 """Train the miniature world's VAE (diffusers ``AutoencoderKL``, 64x64 RGB <-> 8x16x16) on renders.
 
-    python -m infinite_id.world.train_vae --out DIR --face-encoder DIR --attributes DIR --steps 3000
+    python -m infinite_id.world.trainers.train_vae --out DIR --face-encoder DIR --attributes DIR --steps 3000
 
 The VAE is the ceiling of every generated image, so its loss is made of what the metrics measure:
 
@@ -29,12 +29,12 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from torch import nn
 
-from ..faces.alignment import estimate_similarity, invert_transform
-from . import configs
-from .attributes import AttributeClassifier, images_to_tensor
-from .dataset import sample_example
-from .face_model import MiniFaceEncoder, world_face_template
-from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
+from ...faces.alignment import estimate_similarity, invert_transform
+from ..models import configs
+from ..models.attributes import AttributeClassifier, images_to_tensor
+from ..models.face_model import MiniFaceEncoder, world_face_template
+from ..scene.dataset import sample_example
+from ..scene.factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
 from .train_utils import parse_training_args, train_loop
 
 METRICS_NAME = "metrics.json"
@@ -64,7 +64,7 @@ class VaeBatch:
 
 def face_sampling_grid(landmarks, image_size: int, crop_size: int) -> torch.Tensor:
     """``grid_sample`` coordinates (S, S, 2) that warp an image onto the mini face template (the differentiable
-    twin of :func:`infinite_id.world.face_model.align_world_face`)."""
+    twin of :func:`infinite_id.world.models.face_model.align_world_face`)."""
     matrix = estimate_similarity(np.asarray(landmarks, dtype=np.float64).reshape(5, 2), world_face_template(crop_size))
     inverse = invert_transform(matrix)  # output pixel index -> input pixel index
     v, u = np.meshgrid(np.arange(crop_size), np.arange(crop_size), indexing="ij")

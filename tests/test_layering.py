@@ -55,11 +55,17 @@ def _core_modules() -> list[Path]:
     return [p for p in sorted(PACKAGE.rglob("*.py")) if "world" not in p.relative_to(PACKAGE).parts[:1]]
 
 
-def test_the_walk_sees_relative_and_lazy_imports(tmp_path):
-    assert "infinite_id.world.models.weights" in _imports(PACKAGE / "world" / "default_model.py")
-    assert "infinite_id.defaults" in _imports(PACKAGE / "world" / "default_model.py")
+def test_the_walk_sees_relative_and_lazy_imports():
     assert "infinite_id.faces.base" in _imports(PACKAGE / "defaults.py")
     assert "infinite_id.smoke_model" in _imports(PACKAGE / "defaults.py")  # a lazy import inside a function
+    assert "infinite_id.plugins" in _imports(PACKAGE / "faces" / "factory.py")  # two dots up
+
+
+@pytest.mark.world
+def test_the_world_plugs_in_through_the_registries():
+    assert "infinite_id.defaults" in _imports(PACKAGE / "world" / "default_model.py")  # world -> core, not back
+    assert "mini" in factory.face_backend_names(photos_only=True)
+    assert defaults.default_model_provider("miniature").face_backend == "mini"
 
 
 def test_no_module_outside_the_world_imports_it():

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from infinite_id.world.face_backend import mini_encoder_info
-from infinite_id.world.trainers.retrain import STAGES, quick_config
+from infinite_id.world.stages import STAGE_TABLE
+from infinite_id.world.trainers.retrain import quick_config
 from infinite_id.world.trainers.train_adapters import AdapterTrainingConfig
 
 ADAPTERS = ["adapter_identity_enhanced", "adapter_joint"]
@@ -24,7 +25,7 @@ def quick_run(world_quick_weights):
 
 def test_recipe_and_quick_variant():
     for stage, mode in zip(ADAPTERS, ("identity-enhanced", "joint"), strict=True):
-        config = STAGES[stage][1]
+        config = STAGE_TABLE[stage].training_config()
         assert config.mode == mode and config.batch_size == 32 and config.steps >= 500
         quick = quick_config(config)
         assert quick.mode == mode and quick.steps == 2 and quick.num_identities == 4

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from infinite_id.world import weights as weights_module
+from infinite_id.world.models import weights as weights_module
 from infinite_id.world.models.weights import (
     STAGE_FILES,
     export_weights,

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from infinite_id.clip_tokenizer import clip_tokenizer
-from infinite_id.world import configs
+from infinite_id.world.models import configs
 from infinite_id.world.models.compact_tokenizer import world_tokenizer
 from infinite_id.world.models.face_model import WEIGHTS_NAME, FaceEncoderConfig, MiniFaceEncoder
 from infinite_id.world.scene.captions import caption, sample_mentions

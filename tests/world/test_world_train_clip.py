@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from transformers import AutoImageProcessor, CLIPModel, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from infinite_id.world import train_clip
 from infinite_id.world.scene.dataset import sample_example
+from infinite_id.world.trainers import train_clip
 from infinite_id.world.trainers.train_clip import (
     ClipTrainingConfig,
     clip_image_processor,

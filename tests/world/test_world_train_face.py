@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from infinite_id.world import train_face
 from infinite_id.world.models.face_model import (
     FaceEncoderConfig,
     MiniFaceEncoder,
@@ -16,6 +15,7 @@ from infinite_id.world.models.face_model import (
     world_face_template,
 )
 from infinite_id.world.scene.dataset import sample_example
+from infinite_id.world.trainers import train_face
 from infinite_id.world.trainers.train_face import ArcMarginHead, FaceTrainingConfig, train_face_encoder
 from infinite_id.world.trainers.train_utils import CHECKPOINT_NAME
 

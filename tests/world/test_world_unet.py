@@ -12,7 +12,7 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 from transformers import CLIPModel
 
-from infinite_id.world import configs
+from infinite_id.world.models import configs
 from infinite_id.world.models.attributes import AttributeClassifier
 from infinite_id.world.models.compact_tokenizer import world_tokenizer
 from infinite_id.world.models.landmarks import LandmarkDetector

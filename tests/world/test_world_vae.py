@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from infinite_id.world import configs
+from infinite_id.world.models import configs
 from infinite_id.world.models.attributes import AttributeClassifier, images_to_tensor
 from infinite_id.world.models.face_model import MiniFaceEncoder, align_world_face, crops_to_tensor
 from infinite_id.world.scene.dataset import sample_example

@@ -17,20 +17,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ...outputs import check_output_dir
+from ..stages import STAGE_TABLE
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).parents[1] / "weights"  # infinite_id/world/weights
 
-# stage -> files that must be there for the stage to be usable
-STAGE_FILES: dict[str, tuple[str, ...]] = {
-    "face_encoder": ("config.json", "model.safetensors"),
-    "face_encoder_eval": ("config.json", "model.safetensors"),
-    "clip": ("config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"),
-    "attributes": ("config.json", "model.safetensors"),
-    "landmarks": ("config.json", "model.safetensors"),
-    "base": ("model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json"),
-    "adapter_identity_enhanced": ("adapter.safetensors",),
-    "adapter_joint": ("adapter.safetensors",),
-}
+#: shipped stage -> files that must be there for the stage to be usable (from the one table of stages)
+STAGE_FILES: dict[str, tuple[str, ...]] = {name: stage.files for name, stage in STAGE_TABLE.items() if stage.files}
 WEIGHT_STAGES: tuple[str, ...] = tuple(STAGE_FILES)
 
 RETRAIN_COMMAND = "python -m infinite_id.world.trainers.retrain --out {out}"

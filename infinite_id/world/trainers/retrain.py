@@ -19,7 +19,8 @@ files and exits:
 commit those at the end of a working session, so a stage resumes even where the git-ignored checkpoint is lost.
 
 ``--jobs N`` runs up to N stages at once, each in its own process with one torch thread, starting a stage only
-when the stages it needs (``DEPENDENCIES``) are finished; each stage then logs to ``OUT/logs/<stage>.log``.
+when the stages it needs (their ``inputs`` in :data:`~infinite_id.world.stages.STAGE_TABLE`) are finished; each
+stage then logs to ``OUT/logs/<stage>.log``. The stages, their recipe, inputs and files are that one table.
 """
 
 from __future__ import annotations
@@ -37,12 +38,10 @@ from pathlib import Path
 
 import torch
 
+from ..stages import STAGE_TABLE
 from .latent_cache import LatentCacheConfig, build_latent_cache
 from .train_adapters import AdapterTrainingConfig, train_adapter
-from .train_attributes import AttributeTrainingConfig, train_attribute_classifier
-from .train_clip import ClipTrainingConfig, train_clip
-from .train_face import FaceTrainingConfig, train_face_encoder
-from .train_landmarks import LandmarkTrainingConfig, train_landmark_detector
+from .train_face import FaceTrainingConfig
 from .train_unet import UnetTrainingConfig, train_unet
 from .train_utils import snapshot_checkpoint
 from .train_vae import VaeTrainingConfig, train_vae
@@ -50,13 +49,13 @@ from .train_vae import VaeTrainingConfig, train_vae
 SUMMARY_NAME = "metrics.json"
 
 
-def _train_vae(stage_dir: Path, config: VaeTrainingConfig, progress: bool = True) -> dict:
+def train_vae_stage(stage_dir: Path, config: VaeTrainingConfig, progress: bool = True) -> dict:
     """The VAE stage: its identity and feature losses read the ``face_encoder`` and ``attributes`` stages."""
     root = stage_dir.parent
     return train_vae(stage_dir, config, root / "face_encoder", root / "attributes", progress=progress)
 
 
-def _build_latent_cache(stage_dir: Path, config: LatentCacheConfig, progress: bool = True) -> dict:
+def build_latent_cache_stage(stage_dir: Path, config: LatentCacheConfig, progress: bool = True) -> dict:
     """The latent cache stage: training renders encoded by the ``vae`` stage (never committed: it is large and
     rebuilt from its config)."""
     started = time.perf_counter()
@@ -66,41 +65,15 @@ def _build_latent_cache(stage_dir: Path, config: LatentCacheConfig, progress: bo
     return metrics
 
 
-def _train_base(stage_dir: Path, config: UnetTrainingConfig, progress: bool = True) -> dict:
+def train_base_stage(stage_dir: Path, config: UnetTrainingConfig, progress: bool = True) -> dict:
     """The base model stage: the UNet and text encoder on the stages trained before it."""
     return train_unet(stage_dir, stage_dir.parent, config, progress=progress)
 
 
-def _train_adapter(stage_dir: Path, config: AdapterTrainingConfig, progress: bool = True) -> dict:
+def train_adapter_stage(stage_dir: Path, config: AdapterTrainingConfig, progress: bool = True) -> dict:
     """An adapter stage: trained on the ``base`` and ``face_encoder`` stages beside it."""
     return train_adapter(stage_dir, stage_dir.parent, config, progress=progress)
 
-
-# name -> (trainer, full config). Seeds are fixed here: this table is the recipe of the shipped weights.
-STAGES: dict[str, tuple[Callable, object]] = {
-    "face_encoder": (train_face_encoder, FaceTrainingConfig(seed=0, steps=1500)),
-    "face_encoder_eval": (train_face_encoder, FaceTrainingConfig(seed=1, steps=1000)),
-    "clip": (train_clip, ClipTrainingConfig(seed=0, steps=2000)),
-    "attributes": (train_attribute_classifier, AttributeTrainingConfig(seed=0, steps=1500)),
-    "landmarks": (train_landmark_detector, LandmarkTrainingConfig(seed=0, steps=600)),
-    "vae": (_train_vae, VaeTrainingConfig(seed=0, steps=3000)),
-    "latent_cache": (_build_latent_cache, LatentCacheConfig()),
-    "base": (_train_base, UnetTrainingConfig(seed=0)),
-    # About 0.55 s (identity-enhanced) and 0.85 s (joint: captions encoded every step) per step of 32 on one
-    # shared CPU thread (measured under load), plus about two minutes to render 8,000 photos and build the
-    # cache: about 8.5 and 12 minutes.
-    "adapter_identity_enhanced": (_train_adapter, AdapterTrainingConfig(mode="identity-enhanced", steps=1200)),
-    "adapter_joint": (_train_adapter, AdapterTrainingConfig(mode="joint", steps=1200)),
-}
-
-#: stage -> the stages whose outputs it reads (they must be finished first).
-DEPENDENCIES: dict[str, tuple[str, ...]] = {
-    "vae": ("face_encoder", "attributes"),
-    "latent_cache": ("vae",),
-    "base": ("vae", "clip", "latent_cache", "attributes", "landmarks"),
-    "adapter_identity_enhanced": ("base", "face_encoder"),
-    "adapter_joint": ("base", "face_encoder"),
-}
 
 _QUICK = {"steps": 2, "batch_size": 8}
 _QUICK_EVAL = {"eval_identities": 4, "eval_photos": 2, "eval_images": 12}
@@ -133,7 +106,7 @@ def check_dependencies(selected: Iterable[str], finished: Iterable[str]) -> None
     problems = [
         f"{stage} needs {', '.join(missing)}"
         for stage in selected
-        if (missing := [d for d in DEPENDENCIES.get(stage, ()) if d not in finished and d not in selected])
+        if (missing := [d for d in STAGE_TABLE[stage].inputs if d not in finished and d not in selected])
     ]
     if problems:
         raise ValueError(
@@ -147,8 +120,8 @@ def _dependents(stage: str) -> set[str]:
     frontier = [stage]
     while frontier:
         current = frontier.pop()
-        for other, needs in DEPENDENCIES.items():
-            if current in needs and other not in found:
+        for other, stage_info in STAGE_TABLE.items():
+            if current in stage_info.inputs and other not in found:
                 found.add(other)
                 frontier.append(other)
     return found
@@ -158,8 +131,8 @@ def ready_stages(pending: Iterable[str], finished: Iterable[str]) -> list[str]:
     """The pending stages whose inputs are all finished, those that unblock the most stages first (the long
     chain VAE/CLIP -> base -> adapters sets the total time), then in recipe order."""
     finished = set(finished)
-    order = list(STAGES)
-    ready = [s for s in pending if all(d in finished for d in DEPENDENCIES.get(s, ()))]
+    order = list(STAGE_TABLE)
+    ready = [s for s in pending if all(d in finished for d in STAGE_TABLE[s].inputs)]
     return sorted(ready, key=lambda s: (-len(_dependents(s)), order.index(s)))
 
 
@@ -194,7 +167,7 @@ def run_parallel(
     ``RuntimeError`` then lists the failures and their logs.
     """
     pending = [s for s in selected if force or not _is_finished(out, s)]
-    finished = {s for s in STAGES if _is_finished(out, s) and s not in pending}
+    finished = {s for s in STAGE_TABLE if _is_finished(out, s) and s not in pending}
     running: dict[str, tuple[subprocess.Popen, float]] = {}
     failed: dict[str, int] = {}
     seconds: dict[str, float] = {}
@@ -225,7 +198,7 @@ def run_parallel(
 def is_retrain_output(folder: Path) -> bool:
     """True when ``folder`` holds only what retrain writes (stage folders, their logs, the summary; the shipped
     weights' ``export.json`` too): it is resumed, never wiped."""
-    own = {*STAGES, "logs", SUMMARY_NAME, "export.json"}
+    own = {*STAGE_TABLE, "logs", SUMMARY_NAME, "export.json"}
     return all(entry.name in own or entry.name.startswith(".") for entry in folder.iterdir())
 
 
@@ -243,13 +216,13 @@ def retrain(
     ``jobs > 1`` runs stages in parallel processes (see :func:`run_parallel`).
     """
     out = Path(out_dir)
-    selected = only or list(STAGES)
-    unknown = [s for s in selected if s not in STAGES]
+    selected = only or list(STAGE_TABLE)
+    unknown = [s for s in selected if s not in STAGE_TABLE]
     if unknown:
-        raise ValueError(f"unknown stages {unknown}; choose from {list(STAGES)}")
+        raise ValueError(f"unknown stages {unknown}; choose from {list(STAGE_TABLE)}")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    selected = [s for s in STAGES if s in selected]  # recipe order: every stage after its inputs
+    selected = [s for s in STAGE_TABLE if s in selected]  # recipe order: every stage after its inputs
     from ...outputs import check_output_dir
 
     check_output_dir(
@@ -260,7 +233,7 @@ def retrain(
         overwrite=None,
     )
     out.mkdir(parents=True, exist_ok=True)
-    check_dependencies(selected, [s for s in STAGES if _is_finished(out, s)])
+    check_dependencies(selected, [s for s in STAGE_TABLE if _is_finished(out, s)])
     summary_file = out / SUMMARY_NAME
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     if jobs > 1:
@@ -272,15 +245,15 @@ def retrain(
         _write_summary(summary_file, summary)
         return summary
     for name in selected:
-        trainer, config = STAGES[name]
+        stage = STAGE_TABLE[name]
         stage_dir = out / name
         metrics_file = stage_dir / "metrics.json"
         if metrics_file.is_file() and not force:
             summary[name] = {**summary.get(name, {}), **json.loads(metrics_file.read_text())["metrics"]}
             continue
-        config = quick_config(config) if quick else config
+        config = quick_config(stage.training_config()) if quick else stage.training_config()
         started = time.perf_counter()
-        metrics = trainer(stage_dir, config, progress=progress)
+        metrics = stage.load_trainer()(stage_dir, config, progress=progress)
         summary[name] = {**metrics, "train_seconds": round(time.perf_counter() - started, 1)}
         if write_summary:
             _write_summary(summary_file, summary)
@@ -293,7 +266,7 @@ def snapshot_unfinished(out_dir: str | Path) -> dict[str, int]:
     """``{stage: step}`` for each unfinished stage whose checkpoint was copied to its committed snapshot."""
     out = Path(out_dir)
     steps = {}
-    for stage in STAGES:
+    for stage in STAGE_TABLE:
         if (out / stage).is_dir() and not _is_finished(out, stage):
             step = snapshot_checkpoint(out / stage)
             if step is not None:
@@ -304,7 +277,7 @@ def snapshot_unfinished(out_dir: str | Path) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Retrain the miniature world's models from scratch.")
     parser.add_argument("--out", required=True, help="output folder (one sub-folder per stage)")
-    parser.add_argument("--only", default="", help=f"comma-separated stages, from: {','.join(STAGES)}")
+    parser.add_argument("--only", default="", help=f"comma-separated stages, from: {','.join(STAGE_TABLE)}")
     parser.add_argument("--quick", action="store_true", help="two steps per stage: a smoke run")
     parser.add_argument("--force", action="store_true", help="retrain stages that already have metrics")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (with --jobs: 1 per stage)")
@@ -330,6 +303,20 @@ def main(argv: list[str] | None = None) -> None:
         write_summary=not args.no_summary,
     )
     print(json.dumps(summary, indent=2))
+
+
+def __getattr__(name: str) -> object:
+    """Deprecated views of :data:`~infinite_id.world.stages.STAGE_TABLE` (one release): ``STAGES`` (stage ->
+    (trainer, config)) and ``DEPENDENCIES`` (stage -> inputs), the two tables of earlier releases."""
+    import warnings
+
+    if name == "STAGES":
+        warnings.warn("retrain.STAGES is deprecated: use infinite_id.world.stages.STAGE_TABLE", DeprecationWarning, 2)
+        return {n: (stage.load_trainer(), stage.training_config()) for n, stage in STAGE_TABLE.items()}
+    if name == "DEPENDENCIES":
+        warnings.warn("retrain.DEPENDENCIES is deprecated: use STAGE_TABLE's inputs", DeprecationWarning, 2)
+        return {n: stage.inputs for n, stage in STAGE_TABLE.items() if stage.inputs}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoImageProcessor, CLIPModel, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from infinite_id.world.scene.dataset import sample_example
-from infinite_id.world.trainers import train_clip
+from infinite_id.world.trainers import train_clip, train_utils
 from infinite_id.world.trainers.train_clip import (
     ClipTrainingConfig,
     clip_image_processor,
@@ -47,7 +47,7 @@ def test_smoke_training_and_export(tmp_path):
     metrics = run_training(tmp_path / "clip", config, progress=False)
     for key in ("zero_shot_style", "zero_shot_background", "zero_shot_clothing_colour", "retrieval_top1_in_100"):
         assert 0.0 <= metrics[key] <= 1.0
-    assert json.loads((tmp_path / "clip" / train_clip.METRICS_NAME).read_text())["metrics"] == metrics
+    assert json.loads((tmp_path / "clip" / train_utils.METRICS_NAME).read_text())["metrics"] == metrics
     assert not (tmp_path / "clip" / CHECKPOINT_NAME).exists()
 
     export_towers(tmp_path / "clip", tmp_path / "base")

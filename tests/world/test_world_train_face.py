@@ -15,7 +15,7 @@ from infinite_id.world.models.face_model import (
     world_face_template,
 )
 from infinite_id.world.scene.dataset import sample_example
-from infinite_id.world.trainers import train_face
+from infinite_id.world.trainers import train_face, train_utils
 from infinite_id.world.trainers.train_face import ArcMarginHead, FaceTrainingConfig, train_face_encoder
 from infinite_id.world.trainers.train_utils import CHECKPOINT_NAME
 
@@ -57,7 +57,7 @@ def test_smoke_training_writes_a_loadable_encoder(tmp_path):
     metrics = train_face_encoder(tmp_path / "face", _tiny_config(), progress=False)
     assert 0.0 <= metrics["rank1"] <= 1.0
     assert -1.0 <= metrics["different_cosine"] <= 1.0
-    saved = json.loads((tmp_path / "face" / train_face.METRICS_NAME).read_text())
+    saved = json.loads((tmp_path / "face" / train_utils.METRICS_NAME).read_text())
     assert saved["metrics"] == metrics and saved["training"]["steps"] == 4
     model = MiniFaceEncoder.from_pretrained(tmp_path / "face")
     assert model.config == TINY

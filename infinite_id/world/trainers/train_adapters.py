@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +33,9 @@ from PIL import Image
 from ..models.face_model import MiniFaceEncoder, align_world_face, crops_to_tensor
 from ..scene.dataset import build_dataset, read_manifest
 from ..scene.factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
+from .train_utils import stage_folder, training_command, write_stage_metrics
 
 ADAPTER_NAME = "adapter.safetensors"
-METRICS_NAME = "metrics.json"
 MODES = ("identity-enhanced", "joint")
 
 
@@ -228,9 +228,7 @@ def train_adapter(
 
     config = config or AdapterTrainingConfig()
     root = resolve_weights_dir(weights_dir, stages=("base", "face_encoder"))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
+    out = stage_folder(out_dir, config.seed)
     info = mini_encoder_info(root, "face_encoder")
     manifest = build_training_source(out / "data", root / "face_encoder", config, progress=progress)
     cache = out / "cache"
@@ -258,27 +256,28 @@ def train_adapter(
             root / "base", out / ADAPTER_NAME, root / "face_encoder", config.mode, config.eval_identities, config.seed
         )
     )
-    (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": asdict(config)}, indent=2) + "\n")
-    return metrics
+    return write_stage_metrics(out, metrics, config)
 
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from .train_utils import parse_training_args
-
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--mode", choices=MODES, default="identity-enhanced")
     known, rest = pre.parse_known_args(argv)
-    args, config = parse_training_args(
+
+    def train_mode(args: argparse.Namespace, config: AdapterTrainingConfig) -> dict:
+        config.mode = known.mode
+        return train_adapter(args.out, args.weights, config)
+
+    training_command(
+        train_mode,
         AdapterTrainingConfig,
         "Train a miniature-world Infinite-ID adapter with infinite_id.training.",
         rest,
         out_help="stage folder (adapter.safetensors, metrics.json)",
         paths=(("weights", "retrain output holding the base and face_encoder stages"),),
     )
-    config.mode = known.mode
-    print(json.dumps(train_adapter(args.out, args.weights, config), indent=2))
 
 
 if __name__ == "__main__":

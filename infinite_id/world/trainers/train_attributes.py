@@ -9,8 +9,7 @@ on generated images).
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,7 @@ from ..models.small_cnn import config_to_dict
 from ..scene.captions import parse_prompt
 from ..scene.dataset import sample_example
 from ..scene.factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
-from .train_utils import parse_training_args, train_loop
-
-METRICS_NAME = "metrics.json"
+from .train_utils import stage_folder, train_evaluate_save, training_command
 
 
 @dataclass
@@ -77,9 +74,7 @@ def train_attribute_classifier(
 ) -> dict[str, float]:
     """Train (or resume) the attribute classifier into ``out_dir``; return and save held-out metrics."""
     config = config or AttributeTrainingConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
+    out = stage_folder(out_dir, config.seed)
     model = AttributeClassifier(config.classifier)
 
     def step_loss(step: int) -> torch.Tensor:
@@ -87,31 +82,28 @@ def train_attribute_classifier(
         logits = model(pixels)
         return sum(F.cross_entropy(logits[name], labels[name]) for name in ATTRIBUTE_VALUES)
 
-    train_loop(
+    return train_evaluate_save(
         out,
+        config,
         {"model": model},
         step_loss,
-        config.steps,
-        config.lr,
+        evaluate=lambda: evaluate_attributes(model, config.eval_images, seed=config.seed),
+        save=model.save_pretrained,
+        nested={"classifier": config_to_dict(config.classifier)},
+        progress=progress,
         weight_decay=config.weight_decay,
-        checkpoint_every=config.checkpoint_every,
         max_grad_norm=5.0,
         desc="attribute classifier",
-        progress=progress,
     )
-    metrics = evaluate_attributes(model, config.eval_images, seed=config.seed)
-    model.save_pretrained(out)
-    training = asdict(config)
-    training["classifier"] = config_to_dict(config.classifier)
-    (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": training}, indent=2) + "\n")
-    return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, config = parse_training_args(
-        AttributeTrainingConfig, "Train the miniature world's attribute classifier.", argv
+    training_command(
+        lambda args, config: train_attribute_classifier(args.out, config),
+        AttributeTrainingConfig,
+        "Train the miniature world's attribute classifier.",
+        argv,
     )
-    print(json.dumps(train_attribute_classifier(args.out, config), indent=2))
 
 
 if __name__ == "__main__":

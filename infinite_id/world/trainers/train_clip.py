@@ -15,8 +15,7 @@ image-to-caption retrieval top-1 within batches of 100.
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +42,8 @@ from ..scene.factors import (
     TRAIN_IDENTITIES,
     Semantics,
 )
-from .train_utils import parse_training_args, train_loop
+from .train_utils import stage_folder, train_evaluate_save, training_command
 
-METRICS_NAME = "metrics.json"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation, kept so standard processors work
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -251,9 +249,7 @@ def evaluate_clip(model: CLIPModel, tokenizer: CLIPTokenizer, num_images: int = 
 def train_clip(out_dir: str | Path, config: ClipTrainingConfig | None = None, progress: bool = True) -> dict:
     """Train (or resume) the mini CLIP into ``out_dir``; return and save held-out metrics."""
     config = config or ClipTrainingConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
+    out = stage_folder(out_dir, config.seed)
     tokenizer = world_tokenizer(configs.MAX_TOKENS)
     model = CLIPModel(configs.clip_config(len(tokenizer)))
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
@@ -274,28 +270,31 @@ def train_clip(out_dir: str | Path, config: ClipTrainingConfig | None = None, pr
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)  # at most 100, as CLIP does
 
-    train_loop(
+    def evaluate() -> dict:
+        metrics = evaluate_clip(model, tokenizer, config.eval_images, seed=config.seed)
+        metrics.update(text_tower_probes(model, tokenizer, config.eval_images, config.seed))
+        return metrics
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        clip_image_processor().save_pretrained(folder)
+
+    return train_evaluate_save(
         out,
+        config,
         {"model": model, "heads": heads},
         step_loss,
-        config.steps,
-        config.lr,
+        evaluate,
+        save,
+        progress=progress,
         param_groups=[
             {"params": decay + list(heads.parameters()), "weight_decay": config.weight_decay},
             {"params": rest, "weight_decay": 0.0},
         ],
-        checkpoint_every=config.checkpoint_every,
         after_step=clamp_temperature,
         desc="mini CLIP",
-        progress=progress,
     )
-    metrics = evaluate_clip(model, tokenizer, config.eval_images, seed=config.seed)
-    metrics.update(text_tower_probes(model, tokenizer, config.eval_images, config.seed))
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    clip_image_processor().save_pretrained(out)
-    (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": asdict(config)}, indent=2) + "\n")
-    return metrics
 
 
 def text_tower(model: CLIPModel) -> CLIPTextModel:
@@ -334,10 +333,12 @@ def export_towers(clip_dir: str | Path, out_dir: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, config = parse_training_args(
-        ClipTrainingConfig, "Train the miniature world's CLIP (contrastive text/image).", argv
+    training_command(
+        lambda args, config: train_clip(args.out, config),
+        ClipTrainingConfig,
+        "Train the miniature world's CLIP (contrastive text/image).",
+        argv,
     )
-    print(json.dumps(train_clip(args.out, config), indent=2))
 
 
 if __name__ == "__main__":

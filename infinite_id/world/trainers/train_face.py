@@ -12,9 +12,8 @@ identity, and the mean cosine of same-identity and different-identity pairs.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +25,7 @@ from ..models.face_model import FaceEncoderConfig, MiniFaceEncoder, align_world_
 from ..models.small_cnn import config_to_dict
 from ..scene.dataset import sample_example
 from ..scene.factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
-from .train_utils import parse_training_args, train_loop
-
-METRICS_NAME = "metrics.json"
+from .train_utils import stage_folder, train_evaluate_save, training_command
 
 
 @dataclass
@@ -124,9 +121,7 @@ def train_face_encoder(
     config = config or FaceTrainingConfig()
     if config.num_identities > len(TRAIN_IDENTITIES):
         raise ValueError(f"at most {len(TRAIN_IDENTITIES)} training identities")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
+    out = stage_folder(out_dir, config.seed)
     model = MiniFaceEncoder(config.encoder)
     head = ArcMarginHead(config.encoder.embedding_dim, config.num_identities, config.margin, config.scale)
 
@@ -134,34 +129,29 @@ def train_face_encoder(
         crops, labels = training_batch(config, step)
         return head(model(crops), labels)
 
-    train_loop(
+    return train_evaluate_save(
         out,
+        config,
         {"model": model, "head": head},
         step_loss,
-        config.steps,
-        config.lr,
+        evaluate=lambda: evaluate_face_encoder(model, config.eval_identities, config.eval_photos, seed=config.seed),
+        save=model.save_pretrained,
+        nested={"encoder": config_to_dict(config.encoder)},
+        progress=progress,
         weight_decay=config.weight_decay,
-        checkpoint_every=config.checkpoint_every,
         max_grad_norm=5.0,
         desc="face encoder",
-        progress=progress,
     )
-    metrics = evaluate_face_encoder(model, config.eval_identities, config.eval_photos, seed=config.seed)
-    model.save_pretrained(out)
-    training = asdict(config)
-    training["encoder"] = config_to_dict(config.encoder)
-    (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": training}, indent=2) + "\n")
-    return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, config = parse_training_args(
+    training_command(
+        lambda args, config: train_face_encoder(args.out, config),
         FaceTrainingConfig,
         "Train the miniature world's face encoder (ArcFace-style).",
         argv,
         out_help="output folder (config.json, model.safetensors, metrics.json)",
     )
-    print(json.dumps(train_face_encoder(args.out, config), indent=2))
 
 
 if __name__ == "__main__":

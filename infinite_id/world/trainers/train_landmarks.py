@@ -11,8 +11,7 @@ normalised by the inter-ocular distance, and face/no-face accuracy.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +26,7 @@ from ..scene.backgrounds import draw_background
 from ..scene.dataset import sample_example
 from ..scene.factors import BACKGROUNDS, EVAL_IDENTITIES, STYLES, TRAIN_IDENTITIES, Nuisance
 from ..scene.styles import apply_lighting, apply_style
-from .train_utils import parse_training_args, train_loop
-
-METRICS_NAME = "metrics.json"
+from .train_utils import stage_folder, train_evaluate_save, training_command
 
 
 @dataclass
@@ -138,35 +135,30 @@ def train_landmark_detector(
 ) -> dict[str, float]:
     """Train (or resume) the detector into ``out_dir``; return and save held-out metrics."""
     config = config or LandmarkTrainingConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
+    out = stage_folder(out_dir, config.seed)
     model = LandmarkDetector(config.detector)
-    train_loop(
+    return train_evaluate_save(
         out,
+        config,
         {"model": model},
         lambda step: landmark_loss(model, *training_batch(config, step), presence_weight=config.presence_weight),
-        config.steps,
-        config.lr,
+        evaluate=lambda: evaluate_landmarks(model, config.eval_images, seed=config.seed),
+        save=model.save_pretrained,
+        nested={"detector": config_to_dict(config.detector)},
+        progress=progress,
         weight_decay=config.weight_decay,
-        checkpoint_every=config.checkpoint_every,
         max_grad_norm=5.0,
         desc="face detector",
-        progress=progress,
     )
-    metrics = evaluate_landmarks(model, config.eval_images, seed=config.seed)
-    model.save_pretrained(out)
-    training = asdict(config)
-    training["detector"] = config_to_dict(config.detector)
-    (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": training}, indent=2) + "\n")
-    return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, config = parse_training_args(
-        LandmarkTrainingConfig, "Train the miniature world's face detector (landmarks).", argv
+    training_command(
+        lambda args, config: train_landmark_detector(args.out, config),
+        LandmarkTrainingConfig,
+        "Train the miniature world's face detector (landmarks).",
+        argv,
     )
-    print(json.dumps(train_landmark_detector(args.out, config), indent=2))
 
 
 if __name__ == "__main__":

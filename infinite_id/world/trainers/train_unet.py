@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +46,16 @@ from ..scene.dataset import sample_example
 from ..scene.factors import EVAL_IDENTITIES
 from .latent_cache import LatentCache, load_latent_cache
 from .train_clip import clip_image_processor, text_tower, tokenize
-from .train_utils import BEST_NAME, parse_training_args, remove_working_files, train_loop, working_file
+from .train_utils import (
+    BEST_NAME,
+    remove_working_files,
+    stage_folder,
+    train_loop,
+    training_command,
+    working_file,
+    write_stage_metrics,
+)
 
-METRICS_NAME = "metrics.json"
 HISTORY_NAME = "sample_quality.jsonl"
 SCHEDULER_KWARGS = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 
@@ -345,9 +352,7 @@ def train_unet(
 ) -> dict[str, float]:
     """Train (or resume) the base model on the stages in ``weights_dir``; write it and its metrics to ``out_dir``."""
     config = config or UnetTrainingConfig()
-    out, weights = Path(out_dir), Path(weights_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
+    out, weights = stage_folder(out_dir, config.seed), Path(weights_dir)
     cache = load_latent_cache(weights / "latent_cache")
     vae = AutoencoderKL.from_pretrained(weights / "vae").eval().requires_grad_(False)
     tokenizer = CLIPTokenizer.from_pretrained(weights / "clip")
@@ -393,19 +398,18 @@ def train_unet(
     }
     assemble_base_model(out, final_unet, final_text, tokenizer, vae, weights / "clip", config)
     remove_working_files(out, (BEST_NAME,))
-    (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": asdict(config)}, indent=2) + "\n")
-    return metrics
+    return write_stage_metrics(out, metrics, config)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, config = parse_training_args(
+    training_command(
+        lambda args, config: train_unet(args.out, args.weights, config),
         UnetTrainingConfig,
         "Train the miniature world's base model (UNet + text encoder); write it as a StableDiffusionPipeline.",
         argv,
         out_help="output folder (a StableDiffusionPipeline)",
         paths=(("weights", "the world weights folder with the vae, clip, latent_cache, attributes, landmarks"),),
     )
-    print(json.dumps(train_unet(args.out, args.weights, config), indent=2))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Shared pieces of the miniature world's training scripts: a resumable schedule and safetensors checkpoints.
+"""Shared pieces of the miniature world's trainers: a resumable schedule, safetensors checkpoints, and the opening,
+ending and command line that every trainer has (:func:`stage_folder`, :func:`train_evaluate_save`,
+:func:`write_stage_metrics`, :func:`training_command`).
 
 Every script renders its batches as a pure function of ``(seed, step)`` and sets the learning rate from the
 step, so a checkpoint needs only the weights and the step: a resumed run sees the data it would have seen.
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -23,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+METRICS_NAME = "metrics.json"  # a finished stage's held-out metrics and the config that trained it
 CHECKPOINT_NAME = "checkpoint.safetensors"
 BEST_NAME = "best.safetensors"  # a trainer's best-so-far weights (early stopping), kept beside the checkpoint
 
@@ -182,3 +187,61 @@ def parse_training_args(
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     return args, config_cls(**{name: getattr(args, name) for name in names})
+
+
+def stage_folder(out_dir: str | Path, seed: int) -> Path:
+    """The opening of every trainer: its stage folder (created) and torch's seed, before any model is built."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    return out
+
+
+def write_stage_metrics(out: Path, metrics: dict, config: Any, nested: dict[str, dict] | None = None) -> dict:
+    """Write ``metrics.json`` (the metrics, and the config as ``training``, with ``nested`` replacing the nested
+    configs' fields, e.g. by a model config's saved form) and return the metrics: its presence marks a stage done."""
+    training = {**dataclasses.asdict(config), **(nested or {})}
+    (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": training}, indent=2) + "\n")
+    return metrics
+
+
+def train_evaluate_save(
+    out: Path,
+    config: Any,
+    modules: dict[str, nn.Module],
+    step_loss: Callable[[int], torch.Tensor],
+    evaluate: Callable[[], dict],
+    save: Callable[[Path], None],
+    nested: dict[str, dict] | None = None,
+    progress: bool = True,
+    **loop_options: Any,
+) -> dict:
+    """The ending every mini-model trainer shares: :func:`train_loop` for ``config.steps`` at ``config.lr``, then
+    ``evaluate()`` (which may finish the model first, as the VAE's latent scaling does), ``save(out)`` and
+    ``metrics.json``. Returns the metrics."""
+    train_loop(
+        out,
+        modules,
+        step_loss,
+        config.steps,
+        config.lr,
+        checkpoint_every=config.checkpoint_every,
+        progress=progress,
+        **loop_options,
+    )
+    metrics = evaluate()
+    save(out)
+    return write_stage_metrics(out, metrics, config, nested)
+
+
+def training_command(
+    train: Callable[[argparse.Namespace, Any], dict],
+    config_cls: type,
+    description: str,
+    argv: list[str] | None = None,
+    out_help: str = "output folder",
+    paths: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """A trainer's command line: :func:`parse_training_args`, then ``train(args, config)``, its metrics printed."""
+    args, config = parse_training_args(config_cls, description, argv, out_help=out_help, paths=paths)
+    print(json.dumps(train(args, config), indent=2))

@@ -19,8 +19,7 @@ function of ``(seed, step)`` (resumable). Evaluation: PSNR (whole image and face
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +34,7 @@ from ..models.attributes import AttributeClassifier, images_to_tensor
 from ..models.face_model import MiniFaceEncoder, world_face_template
 from ..scene.dataset import sample_example
 from ..scene.factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
-from .train_utils import parse_training_args, train_loop
-
-METRICS_NAME = "metrics.json"
+from .train_utils import stage_folder, train_evaluate_save, training_command
 
 
 @dataclass
@@ -235,43 +232,42 @@ def train_vae(
 
     Without the loss networks' folders only the pixel terms are used."""
     config = config or VaeTrainingConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
+    out = stage_folder(out_dir, config.seed)
     vae = configs.make_vae()
     perceptual = None
     if face_encoder_dir is not None and attributes_dir is not None:
         perceptual = load_perceptual_loss(face_encoder_dir, attributes_dir)
     crop_size = perceptual.face_encoder.config.input_size if perceptual is not None else 8
-    train_loop(
+
+    def normalise_and_evaluate() -> dict:
+        mean, std = latent_statistics(vae, config, num_images=max(config.batch_size, min(config.eval_images, 256)))
+        normalise_latents(vae, mean, std)
+        metrics = evaluate_vae(vae, config.eval_images, seed=config.seed)
+        metrics["scaling_factor"] = vae.config.scaling_factor
+        metrics["loss_networks"] = perceptual is not None
+        return metrics
+
+    return train_evaluate_save(
         out,
+        config,
         {"vae": vae},
         lambda step: vae_loss(vae, training_batch(config, step, crop_size), config, perceptual),
-        config.steps,
-        config.lr,
-        checkpoint_every=config.checkpoint_every,
-        desc="VAE",
+        normalise_and_evaluate,
+        vae.save_pretrained,
         progress=progress,
+        desc="VAE",
     )
-    mean, std = latent_statistics(vae, config, num_images=max(config.batch_size, min(config.eval_images, 256)))
-    normalise_latents(vae, mean, std)
-    metrics = evaluate_vae(vae, config.eval_images, seed=config.seed)
-    metrics["scaling_factor"] = vae.config.scaling_factor
-    metrics["loss_networks"] = perceptual is not None
-    vae.save_pretrained(out)
-    (out / METRICS_NAME).write_text(json.dumps({"metrics": metrics, "training": asdict(config)}, indent=2) + "\n")
-    return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, config = parse_training_args(
+    training_command(
+        lambda args, config: train_vae(args.out, config, args.face_encoder, args.attributes),
         VaeTrainingConfig,
         "Train the miniature world's VAE.",
         argv,
         out_help="output folder (diffusers AutoencoderKL layout)",
         paths=(("face-encoder", "the mini face encoder (loss network)"), ("attributes", "the attribute classifier")),
     )
-    print(json.dumps(train_vae(args.out, config, args.face_encoder, args.attributes), indent=2))
 
 
 if __name__ == "__main__":

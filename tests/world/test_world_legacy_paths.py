@@ -46,3 +46,11 @@ def test_an_old_command_path_runs_the_moved_command(old):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage:")
+
+
+def test_the_world_identity_answers_to_its_old_name():
+    from infinite_id.world.scene.factors import IdentityFactors
+
+    with pytest.warns(DeprecationWarning, match="renamed IdentityFactors"):
+        from infinite_id.world import Identity
+    assert Identity is IdentityFactors

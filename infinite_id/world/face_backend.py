@@ -29,6 +29,7 @@ from ..errors import UserInputError
 from ..faces.alignment import apply_transform, estimate_similarity
 from ..faces.base import DEFAULT_CLIP_CROP_SIZE, DetectedFace, FaceAnalyzer, FaceEncoderInfo, IdentityCrop, ImageInput
 from ..faces.errors import BackendUnavailableError
+from ..faces.factory import register_face_backend
 from ..faces.image_io import DEFAULT_MAX_SIDE
 
 __all__ = ["ENCODER_STAGES", "MiniFaceAnalyzer", "mini_encoder_info", "world_eval_analyzer"]
@@ -192,3 +193,8 @@ def world_eval_analyzer(weights_dir: str | Path | None = None, **kwargs) -> Mini
     """The analyzer with the independently trained evaluation encoder (``face_encoder_eval``): identity metrics
     should not be measured with the encoder the adapter was trained on."""
     return MiniFaceAnalyzer(weights_dir=weights_dir, encoder="face_encoder_eval", **kwargs)
+
+
+# The entry point in pyproject.toml finds this backend without importing the world; registering here as well keeps
+# "mini" known to world code run from a checkout whose installed metadata predates the entry point.
+register_face_backend("mini", MiniFaceAnalyzer)

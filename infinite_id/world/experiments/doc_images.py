@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from ...faces import get_face_analyzer
 from ...generation import GenerationSettings, Generator
 from ..default_model import load_miniature_model
+from ..face_backend import MiniFaceAnalyzer
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "portraits"
 SCALE = 3
@@ -69,7 +69,7 @@ def grid(rows: Sequence[Sequence[tuple[Image.Image, str]]]) -> Image.Image:
 def faces_picture(path: str | Path, weights: str | Path | None = None, analyzer_options: dict | None = None) -> Path:
     """The ``mini`` face backend on the example portraits: the box and five landmarks it finds, and the aligned crop
     its encoder reads."""
-    analyzer = get_face_analyzer("mini", weights_dir=weights, **(analyzer_options or {}))
+    analyzer = MiniFaceAnalyzer(weights_dir=weights, **(analyzer_options or {}))
     row = []
     for ref in sorted(EXAMPLES.glob("*_?.png")):
         image = Image.open(ref).convert("RGB")
@@ -97,7 +97,7 @@ def make_doc_images(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     loaded, _ = load_miniature_model(weights)
-    generator = Generator(loaded, get_face_analyzer("mini", weights_dir=weights, **(analyzer_options or {})))
+    generator = Generator(loaded, MiniFaceAnalyzer(weights_dir=weights, **(analyzer_options or {})))
     references = [EXAMPLES / "woman_1.png", EXAMPLES / "man_1.png"]
 
     def run(identity, prompt: str, **settings) -> tuple[Image.Image, Image.Image]:

@@ -71,7 +71,8 @@ class _MovedModuleLoader(importlib.abc.Loader):
 
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder):
-    """Finds the old paths of moved modules (after every real finder: an old path that exists again wins)."""
+    """Finds the old paths of moved modules, before the path finders: a folder left at an old path (the world's
+    ``weights/`` beside the old ``weights.py``) would otherwise be imported as an empty namespace package."""
 
     def __init__(self) -> None:
         self.moved: dict[str, str] = {}
@@ -87,5 +88,5 @@ def install_moved_modules(moved: dict[str, str]) -> None:
     finder = next((f for f in sys.meta_path if isinstance(f, _MovedModuleFinder)), None)
     if finder is None:
         finder = _MovedModuleFinder()
-        sys.meta_path.append(finder)
+        sys.meta_path.insert(0, finder)  # it answers only the names in its table
     finder.moved.update(moved)

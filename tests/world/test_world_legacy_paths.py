@@ -36,9 +36,13 @@ def test_an_old_import_path_is_the_moved_module_itself_with_a_warning():
 
         from infinite_id.world.trainers.retrain import retrain as moved
     assert retrain is moved
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from infinite_id.world import weights  # not the weights/ folder beside it, as a namespace package
+    assert weights.__name__ == "infinite_id.world.models.weights" and weights.DEFAULT_WEIGHTS_DIR.name == "weights"
 
 
-@pytest.mark.parametrize("old", ["retrain", "ceilings"])
+@pytest.mark.parametrize("old", ["retrain", "ceilings", "weights"])  # weights: a folder of that name stays there
 def test_an_old_command_path_runs_the_moved_command(old):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(

@@ -27,9 +27,9 @@ from infinite_id.evaluation.methods import Method
 from infinite_id.evaluation.metrics import FaceSimilarity
 from infinite_id.evaluation.runner import EvalSettings
 from infinite_id.sampling import call_progress, text_stream_calls
-from infinite_id.world import reproduce as rp
-from infinite_id.world.weights import resolve_weights_dir
-from infinite_id.world.world_metrics import KnownLayoutFaceAnalyzer, load_attribute_scorer, load_clip_scorer
+from infinite_id.world.experiments import reproduce as rp
+from infinite_id.world.models.weights import resolve_weights_dir
+from infinite_id.world.models.world_metrics import KnownLayoutFaceAnalyzer, load_attribute_scorer, load_clip_scorer
 
 METRICS = ("face_sim", "attr_acc", "clip_t")
 

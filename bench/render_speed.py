@@ -10,8 +10,8 @@ import argparse
 import platform
 import time
 
-from infinite_id.world.factors import STYLES, Nuisance, Semantics, identity_from_id, nuisance_rng, semantics_rng
-from infinite_id.world.render import render
+from infinite_id.world.scene.factors import STYLES, Nuisance, Semantics, identity_from_id, nuisance_rng, semantics_rng
+from infinite_id.world.scene.render import render
 
 
 def main() -> None:

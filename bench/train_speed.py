@@ -91,7 +91,7 @@ def _gpu_run(checkpointing: bool, steps: int, batch: int, warmup: int) -> str:
     from infinite_id.attention_processors import InfiniteIDAttentionState, install_processors
     from infinite_id.models.projectors import IdentityProjection, IdentityProjectionConfig
     from infinite_id.models.unet_configs import build_unet
-    from infinite_id.training.modeling import AdapterTrainingModel, trainable_parameters
+    from infinite_id.training.adapter_model import AdapterTrainingModel, trainable_parameters
 
     device, dtype = torch.device("cuda"), torch.bfloat16
     gc.collect()

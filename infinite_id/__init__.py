@@ -29,6 +29,12 @@ _EXPORTS = {
 
 __all__ = ["__version__", *_EXPORTS]
 
+# Modules renamed in this release keep their old paths for one release (infinite_id.deprecation.MOVED_MODULES).
+from .deprecation import MOVED_MODULES as _MOVED_MODULES  # noqa: E402
+from .deprecation import install_moved_modules as _install_moved_modules  # noqa: E402
+
+_install_moved_modules(_MOVED_MODULES)
+
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:

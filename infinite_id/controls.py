@@ -177,8 +177,8 @@ def check_method(
 
 
 def face_backend_choices() -> tuple[str, ...]:
-    """The ``--face-backend`` choices: ``auto`` and the face package's backends that a name alone builds
-    (``precomputed`` needs its file, given as ``--embedding``)."""
-    from .faces import BACKENDS
+    """The ``--face-backend`` choices: ``auto`` and the registered backends that read photos (plugins'
+    included; ``precomputed`` needs its file, given as ``--embedding``)."""
+    from .faces.factory import face_backend_names
 
-    return ("auto", *(b for b in BACKENDS if b != "precomputed"))
+    return ("auto", *face_backend_names(photos_only=True))

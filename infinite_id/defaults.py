@@ -1,10 +1,12 @@
 """Which model the command line and the web UI use when none is named, and loading the ones that are named.
 
-``resolve_default_model`` is the one place that decides the default: the *miniature model* that ships in the
-package (``infinite_id/world/weights/``, see docs/world.md): an SD-1.5-shaped 64 px model trained from scratch on
-the miniature world's portraits, with its identity-enhanced adapter and its own face backend (``mini``). It runs
-offline on a CPU in seconds. If those weights are missing (a trimmed install), it falls back to the *smoke model*:
-a tiny pipeline with random weights built in-process (``infinite_id.testing``), with a fresh adapter for the
+``resolve_default_model`` is the one place that decides the default: the first *registered default model* that is
+available here. Providers plug in with :func:`register_default_model` or an entry point in the group
+``infinite_id.default_models``; the miniature world registers the *miniature model* this way (shipped in
+``infinite_id/world/weights/``, see docs/world.md: an SD-1.5-shaped 64 px model trained from scratch on the world's
+portraits, with its identity-enhanced adapter and its own face backend ``mini``; offline on a CPU in seconds), so this
+module never imports the world. If no provider is available (a trimmed install), it falls back to the *smoke model*:
+a tiny pipeline with random weights built in-process (:mod:`infinite_id.smoke_model`), with a fresh adapter for the
 chosen face analyzer, whose images are noise, and says so loudly.
 """
 
@@ -14,25 +16,30 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from .errors import ModelLoadError, UserInputError, model_loading
 from .faces.base import FaceEncoderInfo
 from .outputs import public_name
+from .plugins import PluginLoadError, PluginRegistry
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "SMOKE_MODEL_WARNING",
+    "DefaultModelProvider",
     "LoadedModel",
     "build_smoke_model",
     "default_face_backend",
+    "default_model_available",
     "default_model_description",
+    "default_model_provider",
     "load_miniature_model",
     "load_model",
     "miniature_model_available",
+    "register_default_model",
     "resolve_default_model",
     "resolve_device",
 ]
@@ -83,32 +90,75 @@ def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple[str, torc
     return device, choices[dtype]
 
 
-MINIATURE_DESCRIPTION = (
-    "miniature model (64 px, trained from scratch on the miniature world's portraits; identity-enhanced adapter; "
-    "face backend 'mini'; see docs/world.md)"
-)
-MINIATURE_ADAPTER_STAGE = "adapter_identity_enhanced"
+@runtime_checkable
+class DefaultModelProvider(Protocol):
+    """A model that can stand in when none is named: the miniature world's, or a plugin's.
+
+    ``face_backend`` names the registered face backend its adapter was trained with (``mini`` for the miniature
+    model); ``available`` must be cheap (no weights loaded): ``infinite-id info`` asks it.
+    """
+
+    name: str
+    description: str
+    face_backend: str
+
+    def available(self) -> bool: ...
+
+    def load(
+        self, device: str = "cpu", dtype: torch.dtype = torch.float32, **options: Any
+    ) -> tuple[LoadedModel, FaceEncoderInfo]: ...
+
+
+DEFAULT_MODEL_GROUP = "infinite_id.default_models"
+DEFAULT_MODELS: PluginRegistry[DefaultModelProvider] = PluginRegistry(DEFAULT_MODEL_GROUP, "default model")
+
+
+def register_default_model(provider: DefaultModelProvider) -> None:
+    """Offer ``provider`` as the default model; registered ones are tried before entry points, in order."""
+    if not isinstance(provider, DefaultModelProvider):
+        raise TypeError(f"{provider!r} lacks what a default model provides (name, description, available, load, ...)")
+    DEFAULT_MODELS.register(provider.name, provider)
+
+
+def default_model_provider(name: str | None = None) -> DefaultModelProvider | None:
+    """The provider called ``name``, or (no name) the first registered one available here; ``None`` if none is.
+
+    A declared provider whose module is missing (a trimmed install) counts as unavailable."""
+    for candidate in DEFAULT_MODELS.names() if name is None else (name,):
+        try:
+            provider = DEFAULT_MODELS.get(candidate)
+        except (KeyError, PluginLoadError) as exc:
+            logger.debug("default model %s: %s", candidate, exc)
+            continue
+        if name is not None or provider.available():
+            return provider
+    return None
+
+
+def default_model_available() -> bool:
+    """True when a registered default model (the miniature model, where the world ships) can load here."""
+    return default_model_provider() is not None
 
 
 def miniature_model_available() -> bool:
-    """True when the miniature model's weights ship with this installation."""
-    from .world.weights import shipped_weights_available
-
-    return shipped_weights_available()
+    """Deprecated alias of :func:`default_model_available` (kept for one release)."""
+    return default_model_available()
 
 
 def default_model_description() -> str:
     """What ``resolve_default_model`` gives, without building it (for ``infinite-id info``)."""
-    if miniature_model_available():
-        return MINIATURE_DESCRIPTION
+    provider = default_model_provider()
+    if provider is not None:
+        return provider.description
     return (
         "smoke model (random weights, built in-process; images are noise): the miniature model's weights are missing"
     )
 
 
 def default_face_backend() -> str:
-    """The face backend that goes with the default model: its own (``mini``) when it ships, else ``auto``."""
-    return "mini" if miniature_model_available() else "auto"
+    """The face backend that goes with the default model: its own (``mini`` for the miniature model), else ``auto``."""
+    provider = default_model_provider()
+    return provider.face_backend if provider is not None else "auto"
 
 
 def resolve_default_model(
@@ -116,11 +166,12 @@ def resolve_default_model(
 ) -> tuple[LoadedModel, FaceEncoderInfo]:
     """The model used when no model is named, and the face encoder its adapter needs.
 
-    ``face_encoder`` only matters for the smoke fallback (its fresh adapter is built for that encoder); the miniature
-    model's adapter was trained on the ``mini`` face encoder and needs it.
+    ``face_encoder`` only matters for the smoke fallback (its fresh adapter is built for that encoder); a registered
+    default model's adapter was trained on its own face encoder and needs it.
     """
-    if miniature_model_available():
-        return load_miniature_model(device=device, dtype=dtype)
+    provider = default_model_provider()
+    if provider is not None:
+        return provider.load(device=device, dtype=dtype)
     if face_encoder is None:
         raise UserInputError("the smoke model needs the face encoder it should be built for")
     return build_smoke_model(face_encoder, device, dtype), face_encoder
@@ -128,24 +179,21 @@ def resolve_default_model(
 
 def load_miniature_model(
     weights: str | os.PathLike | None = None,
-    adapter_stage: str = MINIATURE_ADAPTER_STAGE,
+    adapter_stage: str = "adapter_identity_enhanced",
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> tuple[LoadedModel, FaceEncoderInfo]:
-    """The miniature base model with one of its adapters (``adapter_identity_enhanced`` or ``adapter_joint``)."""
-    from .world.weights import resolve_weights_dir
+    """Deprecated (kept for one release): use ``infinite_id.world.default_model.load_miniature_model``, or
+    :func:`resolve_default_model`. Loads the registered ``miniature`` model with one of its adapters."""
+    import warnings
 
-    root = resolve_weights_dir(weights)
-    loaded, face_encoder = load_model(
-        root / "base", root / adapter_stage / "adapter.safetensors", device=device, dtype=dtype
+    warnings.warn(
+        "infinite_id.defaults.load_miniature_model moved to infinite_id.world.default_model", DeprecationWarning, 2
     )
-    loaded.name = "miniature"
-    loaded.description = (
-        MINIATURE_DESCRIPTION
-        if adapter_stage == MINIATURE_ADAPTER_STAGE
-        else (f"{MINIATURE_DESCRIPTION} [{adapter_stage}]")
-    )
-    return loaded, face_encoder
+    provider = default_model_provider("miniature")
+    if provider is None:
+        raise ModelLoadError("the miniature model is not registered here (is infinite_id.world installed?)")
+    return provider.load(device=device, dtype=dtype, weights=weights, adapter_stage=adapter_stage)
 
 
 def build_smoke_model(
@@ -158,7 +206,7 @@ def build_smoke_model(
 
     from .models.projectors import IdentityProjectionConfig
     from .pipelines import InfiniteIDStableDiffusionPipeline
-    from .testing import tiny_sd15_pipeline
+    from .smoke_model import tiny_sd15_pipeline
 
     verbosity = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()  # the tiny scheduler config's deprecation note is noise here

@@ -35,7 +35,8 @@ from .controls import (
     check_adain,
     check_self_attention,
 )
-from .defaults import LoadedModel, load_model, miniature_model_available, resolve_default_model, resolve_device
+from .defaults import LoadedModel, default_model_available, load_model, resolve_default_model, resolve_device
+from .deprecation import renamed_names
 from .errors import InfiniteIDError, OutputPathError, UserInputError
 from .sampling import FAST_PRESET, check_text_stream
 
@@ -47,7 +48,7 @@ __all__ = [
     "GenerationResult",
     "GenerationSettings",
     "Generator",
-    "Identity",
+    "ReferenceIdentity",
     "ModelLimits",
     "model_limits",
     "apply_style",
@@ -119,7 +120,7 @@ class GenerationSettings:
 
 
 @dataclass
-class Identity:
+class ReferenceIdentity:
     """The reference person: the face crops used and the ID tokens ``(cond, uncond)``."""
 
     sources: list[str]
@@ -257,7 +258,7 @@ class Generator:
         images: Sequence[Any],
         face_indices: Sequence[int | None] | int | None = None,
         multi_image: str = "concat",
-    ) -> Identity:
+    ) -> ReferenceIdentity:
         """Detect, align and embed one face per photo (``face_indices``: per photo, or one for all; ``None``: the
         largest), then compute the ID tokens once for every image generated with them."""
         if not images:
@@ -274,7 +275,7 @@ class Generator:
         tokens = self.pipe.encode_identity(
             id_images=[c.clip_crop for c in crops], face_embeds=embeds, multi_image=multi_image
         )
-        return Identity(
+        return ReferenceIdentity(
             sources=[c.source for c in crops],
             crops=[c.clip_crop for c in crops],
             tokens=tokens,
@@ -285,7 +286,7 @@ class Generator:
     # -------------------------------------------------------------- images
     def generate(
         self,
-        identity: Identity,
+        identity: ReferenceIdentity,
         settings: GenerationSettings,
         text_stream: bool = False,
         on_step: Callable[[int], None] | None = None,
@@ -374,7 +375,7 @@ def open_generator(
     if model is None:
         if adapter is not None or image_encoder is not None:
             raise UserInputError("--adapter and --image-encoder need --model (the base model they belong to)")
-        if analyzer is None and not miniature_model_available():
+        if analyzer is None and not default_model_available():
             analyzer = _face_analyzer(face_backend, face_model, face_model_dir)
         loaded, face_encoder = resolve_default_model(analyzer.info if analyzer else None, device, torch_dtype)
     else:
@@ -445,3 +446,6 @@ def save_result(result: GenerationResult, out_dir: str | os.PathLike) -> list[Pa
             return written
         except FileExistsError:
             continue
+
+
+__getattr__ = renamed_names(__name__, {"Identity": "ReferenceIdentity"}, globals())  # deprecated alias, one release

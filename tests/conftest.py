@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -14,12 +15,31 @@ from tiny_models import FACE_DIM, save_tiny_base_model  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
+#: The core's tests run without the miniature world (issue 14): where ``infinite_id/world/`` is absent, the tests
+#: marked ``world`` (they use its default model or its ``mini`` face backend) and those under tests/world/ skip.
+WORLD_PRESENT = importlib.util.find_spec("infinite_id.world") is not None
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    if not WORLD_PRESENT and collection_path.name == "world" and collection_path.parent == Path(__file__).parent:
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if WORLD_PRESENT:
+        return
+    skip = pytest.mark.skip(reason="needs the miniature world (infinite_id/world/), absent from this tree")
+    for item in items:
+        if item.get_closest_marker("world") is not None:
+            item.add_marker(skip)
+
 
 @pytest.fixture(scope="session")
 def world_quick_weights(tmp_path_factory) -> Path:
     """Every miniature-world stage, adapters included, trained for two steps (the retrain command's ``--quick``),
     once per test session: real files in the shipped layout, untrained numbers."""
-    from infinite_id.world.retrain import retrain
+    from infinite_id.world.trainers.retrain import retrain
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

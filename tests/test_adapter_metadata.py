@@ -114,6 +114,7 @@ def test_nan_or_infinite_weights_are_refused(saved, bad):
         load_adapter_file(_rewrite(saved, tensors_edit=poison))
 
 
+@pytest.mark.world  # the default model: the miniature world's
 def test_the_cli_prints_a_lying_adapter_in_one_line(saved, tiny_model_dirs):
     from infinite_id.cli import app
 

@@ -1,6 +1,6 @@
 import pytest
 
-from infinite_id.prompts import names_style
+from infinite_id.style_prompts import names_style
 
 
 @pytest.mark.parametrize(

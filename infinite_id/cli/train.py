@@ -57,10 +57,11 @@ def train_prepare_command(
     # Arguments and the output folder first: nothing is loaded for a run that would be refused.
     if not MIN_CROP_SIZE <= crop_size <= MAX_CROP_SIZE:
         raise typer.BadParameter(f"use {MIN_CROP_SIZE} to {MAX_CROP_SIZE} pixels", param_hint="--crop-size")
-    from ..faces.factory import BACKENDS
+    from ..faces.factory import face_backend_names
 
-    if backend not in ("auto", "none", *BACKENDS):
-        raise typer.BadParameter(f"{backend!r}: choose auto, none, {', '.join(BACKENDS)}", param_hint="--backend")
+    backends = face_backend_names()
+    if backend not in ("auto", "none", *backends):
+        raise typer.BadParameter(f"{backend!r}: choose auto, none, {', '.join(backends)}", param_hint="--backend")
     if backend == "none" and not precomputed_encoder:
         raise typer.BadParameter("--backend none needs --precomputed-encoder BACKEND/MODEL")
     if precomputed_encoder and "/" not in precomputed_encoder:

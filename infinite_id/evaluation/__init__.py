@@ -3,6 +3,7 @@
 See ``docs/evaluation.md``; the command line is ``infinite-id eval``.
 """
 
+from ..deprecation import renamed_names
 from .methods import DEFAULT_METHODS, METHODS, Method, resolve_methods
 from .metrics import (
     ClipScorer,
@@ -14,9 +15,16 @@ from .metrics import (
     cosine_matrix,
     summarize_face_scores,
 )
-from .prompts import BUILTIN_PROMPT_SETS, PromptSet, load_prompt_file, resolve_prompt_sets
+from .prompt_sets import BUILTIN_PROMPT_SETS, PromptSet, load_prompt_file, resolve_prompt_sets
 from .report import write_report
-from .runner import EvalSettings, EvaluationRunner, Identity, ResumeMismatchError, load_identities, read_records
+from .runner import (
+    EvalSettings,
+    EvaluationIdentity,
+    EvaluationRunner,
+    ResumeMismatchError,
+    load_identities,
+    read_records,
+)
 
 __all__ = [
     "BUILTIN_PROMPT_SETS",
@@ -25,10 +33,10 @@ __all__ = [
     "ClipScorer",
     "DinoScorer",
     "EvalSettings",
+    "EvaluationIdentity",
     "EvaluationRunner",
     "FaceScore",
     "FaceSimilarity",
-    "Identity",
     "Method",
     "NoReferenceFaceError",
     "PromptSet",
@@ -43,3 +51,6 @@ __all__ = [
     "summarize_face_scores",
     "write_report",
 ]
+
+
+__getattr__ = renamed_names(__name__, {"Identity": "EvaluationIdentity"}, globals())  # deprecated alias, one release

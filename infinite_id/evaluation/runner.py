@@ -29,16 +29,17 @@ import torch
 from PIL import Image
 
 from ..controls import DEFAULT_GUIDANCE, DEFAULT_ID_SCALE, DEFAULT_STEPS
+from ..deprecation import renamed_names
 from ..errors import InfiniteIDError, MissingInputError, UserInputError
 from ..outputs import check_output_dir
 from .methods import Method
 from .metrics import ClipScorer, DinoScorer, FaceSimilarity
-from .prompts import PromptSet
+from .prompt_sets import PromptSet
 
 __all__ = [
     "EvalSettings",
     "EvaluationRunner",
-    "Identity",
+    "EvaluationIdentity",
     "ResumeMismatchError",
     "check_eval_output",
     "load_identities",
@@ -60,7 +61,7 @@ class ResumeMismatchError(InfiniteIDError, RuntimeError):
 
 
 @dataclass
-class Identity:
+class EvaluationIdentity:
     """One person: reference photo(s) and the class word that fills the prompts' ``{class_word}`` slot."""
 
     name: str
@@ -71,7 +72,7 @@ class Identity:
         return [f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}" for p in self.images]
 
 
-def load_identities(folder: str | Path, class_word: str = "person") -> list[Identity]:
+def load_identities(folder: str | Path, class_word: str = "person") -> list[EvaluationIdentity]:
     """Identities from a folder: each image file is one person (named by its stem), each sub-folder of images is
     one person with several photos. An optional ``identities.json`` gives class words: ``{"name": "woman"}`` or
     ``{"name": {"class_word": "woman"}}``; others get ``class_word``."""
@@ -88,11 +89,11 @@ def load_identities(folder: str | Path, class_word: str = "person") -> list[Iden
     identities = []
     for entry in sorted(folder.iterdir()):
         if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
-            identities.append(Identity(entry.stem, [entry], words.get(entry.stem, class_word)))
+            identities.append(EvaluationIdentity(entry.stem, [entry], words.get(entry.stem, class_word)))
         elif entry.is_dir():
             photos = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if photos:
-                identities.append(Identity(entry.name, photos, words.get(entry.name, class_word)))
+                identities.append(EvaluationIdentity(entry.name, photos, words.get(entry.name, class_word)))
     names = [i.name for i in identities]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -184,7 +185,7 @@ def _save_image_atomic(image: Image.Image, path: Path) -> None:
 @dataclass
 class _Job:
     method: Method
-    identity: Identity
+    identity: EvaluationIdentity
     prompt_set: str
     prompt_index: int
     prompt: str
@@ -235,7 +236,7 @@ class EvaluationRunner:
         output_dir: str | Path,
         settings: EvalSettings,
         methods: Sequence[Method],
-        identities: Sequence[Identity],
+        identities: Sequence[EvaluationIdentity],
         prompt_sets: Sequence[PromptSet],
         clip: ClipScorer | None = None,
         face: FaceSimilarity | None = None,
@@ -324,7 +325,7 @@ class EvaluationRunner:
         yield from groups.values()
 
     # ------------------------------------------------------------------ scoring helpers
-    def _references(self, identity: Identity, cache: dict) -> dict[str, Any]:
+    def _references(self, identity: EvaluationIdentity, cache: dict) -> dict[str, Any]:
         if identity.name not in cache:
             from ..faces.image_io import load_image
 
@@ -408,3 +409,6 @@ class EvaluationRunner:
                     if self.progress is not None:
                         self.progress(finished, total)
         return records
+
+
+__getattr__ = renamed_names(__name__, {"Identity": "EvaluationIdentity"}, globals())  # deprecated alias, one release

@@ -30,14 +30,22 @@ from .errors import (
     InvalidImageError,
     NoFaceError,
 )
-from .factory import AUTO_ORDER, BACKENDS, analyzer_for, get_face_analyzer, is_embedding_input, prepare_identity
+from .factory import (
+    AUTO_ORDER,
+    analyzer_for,
+    face_backend_factory,
+    face_backend_names,
+    get_face_analyzer,
+    is_embedding_input,
+    prepare_identity,
+    register_face_backend,
+)
 from .image_io import load_image
 from .precomputed import PrecomputedFaceEncoder, load_embeddings, save_embeddings
 
 __all__ = [
     "ARCFACE_TEMPLATE_112",
     "AUTO_ORDER",
-    "BACKENDS",
     "DEFAULT_CLIP_CROP_SIZE",
     "BackendUnavailableError",
     "DetectedFace",
@@ -55,12 +63,15 @@ __all__ = [
     "arcface_template",
     "check_compatible",
     "estimate_similarity",
+    "face_backend_factory",
+    "face_backend_names",
     "get_face_analyzer",
     "is_embedding_input",
     "load_embeddings",
     "load_image",
     "normalize_embedding",
     "prepare_identity",
+    "register_face_backend",
     "save_embeddings",
 ]
 
@@ -75,8 +86,14 @@ def __getattr__(name: str):
         from .dlib_backend import DlibFaceAnalyzer
 
         return DlibFaceAnalyzer
+    if name == "BACKENDS":  # the registered backends' names (a constant before backends could plug in)
+        return face_backend_names()
     if name in ("MiniFaceAnalyzer", "world_eval_analyzer"):
-        from . import world_backend
+        # Deprecated (one release): the mini backend is the world's (infinite_id.world.face_backend); found through
+        # the registry, so that this package does not import the world.
+        import sys
+        import warnings
 
-        return getattr(world_backend, name)
+        warnings.warn(f"import {name} from infinite_id.world.face_backend", DeprecationWarning, stacklevel=2)
+        return getattr(sys.modules[face_backend_factory("mini").__module__], name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

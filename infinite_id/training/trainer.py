@@ -26,10 +26,10 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import UserInputError, one_line
 from ..outputs import check_output_dir
+from .adapter_model import AdapterTrainingModel, TrainingComponents, load_components, trainable_parameters
 from .checkpointing import find_resume_checkpoint, list_checkpoints, read_trainer_state, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import EpochSampler, IdentityPairDataset, TrainCache, _stable_seed, collate_pairs
-from .modeling import AdapterTrainingModel, TrainingComponents, load_components, trainable_parameters
 
 logger = logging.getLogger(__name__)
 

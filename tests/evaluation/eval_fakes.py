@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
+from infinite_id.clip_tokenizer import clip_tokenizer
 from infinite_id.evaluation import ClipScorer
 from infinite_id.faces.base import DetectedFace, FaceAnalyzer, FaceEncoderInfo
-from infinite_id.tokenizer import clip_tokenizer
 
 
 class PixelFaceAnalyzer(FaceAnalyzer):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from infinite_id.evaluation.prompts import BUILTIN_PROMPT_SETS, PromptSet, load_prompt_file, resolve_prompt_sets
-from infinite_id.prompts import names_style
+from infinite_id.evaluation.prompt_sets import BUILTIN_PROMPT_SETS, PromptSet, load_prompt_file, resolve_prompt_sets
+from infinite_id.style_prompts import names_style
 
 
 def test_builtin_sets_are_the_papers_and_match_the_style_rule():

@@ -98,6 +98,7 @@ def test_the_model_limits_describe_themselves(make_pipe):
             limits.check(steps, height=height)
 
 
+@pytest.mark.world  # the default model: the miniature world's
 def test_a_programming_error_in_generate_keeps_its_traceback(tmp_path, monkeypatch):
     from infinite_id.generation import Generator
 
@@ -188,6 +189,7 @@ def test_a_sixteen_bit_grayscale_face_is_found(tmp_path):
     assert len(json.loads(result.output)["images"][0]["faces"]) == 1
 
 
+@pytest.mark.world  # the default model: the miniature world's
 def test_a_long_prompt_is_said_to_be_cut_with_the_real_counts(tmp_path):
     long_prompt = " ".join(["a photo of a woman with red hair"] * 20)
     result = _run("generate", "--ref", PORTRAIT, "--prompt", long_prompt, "--steps", "1", "--seed", "0",

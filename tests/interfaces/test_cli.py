@@ -40,6 +40,7 @@ def test_help_teaches_the_first_commands():
         assert option in generate.output, option
 
 
+@pytest.mark.world  # the default model: the miniature world's
 def test_first_readme_command_runs_offline_with_the_default_model(tmp_path):
     out = tmp_path / "outputs"
     flags = ("--prompt", PROMPT, "--out", out, "--steps", "3", "--also-text-stream")
@@ -69,6 +70,7 @@ def test_first_readme_command_runs_offline_with_the_default_model(tmp_path):
     assert list(Image.open(first).getdata()) == list(Image.open(repeated).getdata())
 
 
+@pytest.mark.world  # the default model: the miniature world's
 def test_fast_preset_runs_and_is_recorded(tmp_path):
     out = tmp_path / "outputs"
     result = _run(
@@ -172,7 +174,9 @@ def test_an_ip_adapter_plus_face_file_is_used_as_the_identity_stream(real_model,
 
 
 @pytest.mark.parametrize(
-    "backend", [("--face-backend", "mini"), ("--face-backend", "insightface", "--face-model", "buffalo_s")],
+    "backend",
+    [pytest.param(("--face-backend", "mini"), marks=pytest.mark.world),
+     ("--face-backend", "insightface", "--face-model", "buffalo_s")],
     ids=["mini", "buffalo_s"],
 )  # fmt: skip
 def test_faceid_files_refuse_another_face_encoder_from_the_command_line(backend, real_model, tmp_path):
@@ -209,6 +213,7 @@ def test_faceid_file_runs_on_embeddings_of_its_own_encoder(real_model, tmp_path)
     assert _meta(next((tmp_path / "out").glob("*.png")))["face_encoder"] == "insightface/buffalo_l (512-d)"
 
 
+@pytest.mark.world  # the default model: the miniature world's
 def test_precomputed_embedding_replaces_the_face_model(tmp_path):
     from infinite_id.faces import get_face_analyzer, save_embeddings
 
@@ -230,6 +235,7 @@ def test_precomputed_embedding_replaces_the_face_model(tmp_path):
     assert refused.exit_code == 2 and "mismatch" in refused.output, refused.output
 
 
+@pytest.mark.world  # the default model: the miniature world's
 def test_info_reports_versions_devices_and_offline_face_models():
     result = _run("info", "--json")
     assert result.exit_code == 0, result.output

@@ -148,7 +148,7 @@ def test_pairs_use_different_photos_and_fall_back_for_single_photo(identity_cach
 
 
 def test_identity_enhanced_ignores_text_and_sdxl_gets_empty_prompt_and_true_time_ids(make_config):
-    from infinite_id.training.modeling import AdapterTrainingModel, load_components
+    from infinite_id.training.adapter_model import AdapterTrainingModel, load_components
     from infinite_id.training.trainer import _Conditioning
 
     cfg = make_config("sdxl")
@@ -205,8 +205,8 @@ def _fixed_loss(cfg, adapter: Path | None) -> float:
     """Mean loss over the whole set with fixed noise and timesteps, for the initial or a trained adapter."""
     from infinite_id.adapter import load_adapter_file, load_state_strict
     from infinite_id.attention_processors import processor_module_list
+    from infinite_id.training.adapter_model import AdapterTrainingModel, load_components
     from infinite_id.training.data import collate_pairs
-    from infinite_id.training.modeling import AdapterTrainingModel, load_components
     from infinite_id.training.trainer import _Conditioning, diffusion_loss
 
     torch.manual_seed(cfg.train.seed)

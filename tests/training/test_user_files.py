@@ -116,6 +116,7 @@ def test_train_never_touches_user_files(identity_cache, tmp_path):
     assert _snapshot(mine) == before and _snapshot(identity_cache) == cache_before
 
 
+@pytest.mark.world  # the default model: the miniature world's
 def test_generate_adds_files_and_replaces_none(tmp_path):
     mine = _user_folder(tmp_path / "mine")
     before = _snapshot(mine)
@@ -128,6 +129,7 @@ def test_generate_adds_files_and_replaces_none(tmp_path):
     assert _snapshot(mine) == after
 
 
+@pytest.mark.world  # the default model: the miniature world's
 def test_faces_writes_nothing(tmp_path):
     mine = _user_folder(tmp_path / "mine")
     before = _snapshot(mine)
@@ -152,9 +154,10 @@ def test_eval_never_touches_user_files(tmp_path):
     assert _snapshot(mine) == before and _snapshot(people) == people_before
 
 
+@pytest.mark.world  # the default model: the miniature world's
 def test_retrain_never_touches_user_files(tmp_path):
     from infinite_id.errors import OutputPathError
-    from infinite_id.world.retrain import retrain
+    from infinite_id.world.trainers.retrain import retrain
 
     mine = _user_folder(tmp_path / "mine")
     before = _snapshot(mine)

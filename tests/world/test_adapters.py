@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from infinite_id.faces.world_backend import mini_encoder_info
-from infinite_id.world.retrain import STAGES, quick_config
-from infinite_id.world.train_adapters import AdapterTrainingConfig
+from infinite_id.world.face_backend import mini_encoder_info
+from infinite_id.world.stages import STAGE_TABLE
+from infinite_id.world.trainers.retrain import quick_config
+from infinite_id.world.trainers.train_adapters import AdapterTrainingConfig
 
 ADAPTERS = ["adapter_identity_enhanced", "adapter_joint"]
 
@@ -24,7 +25,7 @@ def quick_run(world_quick_weights):
 
 def test_recipe_and_quick_variant():
     for stage, mode in zip(ADAPTERS, ("identity-enhanced", "joint"), strict=True):
-        config = STAGES[stage][1]
+        config = STAGE_TABLE[stage].training_config()
         assert config.mode == mode and config.batch_size == 32 and config.steps >= 500
         quick = quick_config(config)
         assert quick.mode == mode and quick.steps == 2 and quick.num_identities == 4
@@ -48,7 +49,7 @@ def test_stage_writes_adapter_metrics_and_the_training_set(quick_run):
         cache = json.loads((out / stage / "cache" / "cache.json").read_text())
         assert cache["face_encoder"] == info.to_dict() and cache["photos"] == 8 and cache["identities"] == 4
     # the precomputed embedding is the mini encoder's on the true-landmark crop of the photo
-    from infinite_id.world.face_model import MiniFaceEncoder, align_world_face, crops_to_tensor
+    from infinite_id.world.models.face_model import MiniFaceEncoder, align_world_face, crops_to_tensor
 
     data = out / ADAPTERS[0] / "data"
     line = json.loads((data / "train.jsonl").read_text().splitlines()[3])

@@ -6,9 +6,9 @@ import json
 
 from PIL import Image
 
-from infinite_id.world.doc_images import grid, make_doc_images
-from infinite_id.world.examples import example_identities, render_portrait, write_examples
-from infinite_id.world.factors import EVAL_IDENTITIES, identity_from_id
+from infinite_id.world.experiments.doc_images import grid, make_doc_images
+from infinite_id.world.experiments.examples import example_identities, render_portrait, write_examples
+from infinite_id.world.scene.factors import EVAL_IDENTITIES, identity_from_id
 
 
 def test_example_portraits_are_held_out_and_reproducible(tmp_path):

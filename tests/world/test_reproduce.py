@@ -12,10 +12,8 @@ import torch
 from PIL import Image
 
 from infinite_id.evaluation.runner import ResumeMismatchError, read_records
-from infinite_id.prompts import names_style
-from infinite_id.world.captions import parse_prompt
-from infinite_id.world.factors import STYLES
-from infinite_id.world.reproduce import (
+from infinite_id.style_prompts import names_style
+from infinite_id.world.experiments.reproduce import (
     MAIN_ROWS,
     QUICK_CONFIG,
     RAW_PROMPTS,
@@ -27,7 +25,9 @@ from infinite_id.world.reproduce import (
     reference_photo,
     reproduce,
 )
-from infinite_id.world.world_metrics import KnownLayoutFaceAnalyzer, image_fingerprint, semantic_scores
+from infinite_id.world.models.world_metrics import KnownLayoutFaceAnalyzer, image_fingerprint, semantic_scores
+from infinite_id.world.scene.captions import parse_prompt
+from infinite_id.world.scene.factors import STYLES
 
 
 @pytest.fixture(scope="session")

@@ -6,11 +6,17 @@ import json
 
 import pytest
 
-from infinite_id.world.retrain import DEPENDENCIES, STAGES, check_dependencies, ready_stages, retrain, run_parallel
+from infinite_id.world.stages import STAGE_TABLE
+from infinite_id.world.trainers.retrain import (
+    check_dependencies,
+    ready_stages,
+    retrain,
+    run_parallel,
+)
 
 
 def test_ready_stages_put_the_long_chain_first():
-    ready = ready_stages(list(STAGES), finished=[])
+    ready = ready_stages(list(STAGE_TABLE), finished=[])
     # the VAE's loss networks first (the chain VAE -> latent cache -> base -> adapters hangs on them)
     assert ready[:2] == ["face_encoder", "attributes"] and ready[2:4] == ["clip", "landmarks"]
     assert "vae" not in ready and "base" not in ready and "adapter_joint" not in ready
@@ -57,11 +63,11 @@ def _fake_launcher(log, failing=()):
 
 def test_parallel_run_respects_dependencies_and_the_job_limit(tmp_path):
     log = []
-    seconds = run_parallel(tmp_path, list(STAGES), jobs=2, launch=_fake_launcher(log), poll_seconds=0)
-    assert set(seconds) == set(STAGES)
+    seconds = run_parallel(tmp_path, list(STAGE_TABLE), jobs=2, launch=_fake_launcher(log), poll_seconds=0)
+    assert set(seconds) == set(STAGE_TABLE)
     assert max(n for kind, n in log if kind == "running") == 2
     events = [(kind, s) for kind, s in log if kind != "running"]
-    for stage, needs in DEPENDENCIES.items():
+    for stage, needs in ((n, s.inputs) for n, s in STAGE_TABLE.items()):
         for need in needs:
             assert events.index(("end", need)) < events.index(("start", stage)), (need, stage)
 
@@ -69,7 +75,7 @@ def test_parallel_run_respects_dependencies_and_the_job_limit(tmp_path):
 def test_a_failed_stage_stops_its_dependents_only(tmp_path):
     log = []
     with pytest.raises(RuntimeError) as error:
-        run_parallel(tmp_path, list(STAGES), jobs=3, launch=_fake_launcher(log, failing={"vae"}), poll_seconds=0)
+        run_parallel(tmp_path, list(STAGE_TABLE), jobs=3, launch=_fake_launcher(log, failing={"vae"}), poll_seconds=0)
     message = str(error.value)
     assert "vae (exit code 1" in message and "base (not started" in message and "adapter_joint (not started" in message
     started = {s for kind, s in log if kind == "start"}

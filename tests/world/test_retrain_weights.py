@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from infinite_id.world import weights as weights_module
-from infinite_id.world.weights import (
+from infinite_id.world.models import weights as weights_module
+from infinite_id.world.models.weights import (
     STAGE_FILES,
     export_weights,
     missing_stages,
@@ -39,7 +39,7 @@ def test_resolve_names_missing_stages_and_the_command(tmp_path):
         resolve_weights_dir(tmp_path, ["face_encoder", "landmarks", "base"])
     message = str(error.value)
     assert "landmarks/" in message and "base/" in message and "face_encoder/" not in message
-    assert "infinite_id.world.retrain" in message and "--only landmarks,base" in message
+    assert "infinite_id.world.trainers.retrain" in message and "--only landmarks,base" in message
     with pytest.raises(ValueError, match="unknown weight stages"):
         missing_stages(tmp_path, ["vae"])
 

@@ -1,6 +1,6 @@
 """The shipped miniature-world weights do what the paper claims, measured in the test on held-out identities.
 
-A small slice of the reproduction (``infinite_id.world.reproduce``): held-out identities x prompts naming
+A small slice of the reproduction (``infinite_id.world.experiments.reproduce``): held-out identities x prompts naming
 background, clothing and accessory, one seed, fewer DDIM steps than the published tables. The claims checked are the
 issue's two: Infinite-ID keeps the identity better than the text alone (ID similarity, measured with the
 independent evaluation face encoder), and it follows the prompt better than an IP-Adapter-style single stream
@@ -14,8 +14,8 @@ import json
 import pytest
 import torch
 
-from infinite_id.world.reproduce import ReproduceConfig, reproduce
-from infinite_id.world.weights import DEFAULT_WEIGHTS_DIR, WEIGHT_STAGES, shipped_weights_available
+from infinite_id.world.experiments.reproduce import ReproduceConfig, reproduce
+from infinite_id.world.models.weights import DEFAULT_WEIGHTS_DIR, WEIGHT_STAGES, shipped_weights_available
 
 pytestmark = pytest.mark.skipif(not shipped_weights_available(), reason="the miniature weights are not shipped here")
 

@@ -8,15 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from infinite_id.world.attributes import (
+from infinite_id.world.models.attributes import (
     ATTRIBUTE_VALUES,
     AttributeClassifier,
     AttributeClassifierConfig,
     attribute_accuracy,
 )
-from infinite_id.world.dataset import sample_example
-from infinite_id.world.train_attributes import AttributeTrainingConfig, train_attribute_classifier, training_batch
-from infinite_id.world.train_utils import CHECKPOINT_NAME
+from infinite_id.world.scene.dataset import sample_example
+from infinite_id.world.trainers.train_attributes import (
+    AttributeTrainingConfig,
+    train_attribute_classifier,
+    training_batch,
+)
+from infinite_id.world.trainers.train_utils import CHECKPOINT_NAME
 
 TINY = AttributeClassifierConfig(channels=(8, 16))
 

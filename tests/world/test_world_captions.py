@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from infinite_id.world.captions import (
+from infinite_id.world.scene.captions import (
     FACIAL_HAIR_WORDS,
     HAIR_COLOUR_WORDS,
     MENTIONABLE,
@@ -20,7 +20,7 @@ from infinite_id.world.captions import (
     sample_mentions,
     skin_tone,
 )
-from infinite_id.world.factors import GENDERS, Semantics, identity_from_id
+from infinite_id.world.scene.factors import GENDERS, Semantics, identity_from_id
 
 
 def _captions(semantics, gender, mention, n=3000, seed=0):

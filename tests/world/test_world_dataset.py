@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from infinite_id.world.captions import PERSON_TRAITS, parse_prompt
-from infinite_id.world.dataset import MANIFEST_NAME, build_dataset, example_rng, read_manifest, sample_example
-from infinite_id.world.factors import EVAL_IDENTITIES
+from infinite_id.world.scene.captions import PERSON_TRAITS, parse_prompt
+from infinite_id.world.scene.dataset import MANIFEST_NAME, build_dataset, example_rng, read_manifest, sample_example
+from infinite_id.world.scene.factors import EVAL_IDENTITIES
 
 
 def test_build_dataset_layout(tmp_path):
@@ -70,7 +70,7 @@ def test_sample_example_labels_are_json():
 
 
 def test_command_line_builds_an_eval_split(tmp_path, capsys):
-    from infinite_id.world.dataset import main
+    from infinite_id.world.scene.dataset import main
 
     main(["--out", str(tmp_path), "--split", "eval", "--identities", "2", "--photos", "1", "--style", "sketch"])
     records = read_manifest(tmp_path / MANIFEST_NAME)

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import torch
 
-from infinite_id.world.dataset import sample_example
-from infinite_id.world.landmarks import LandmarkDetector, LandmarkDetectorConfig
-from infinite_id.world.train_landmarks import (
+from infinite_id.world.models.landmarks import LandmarkDetector, LandmarkDetectorConfig
+from infinite_id.world.scene.dataset import sample_example
+from infinite_id.world.trainers.train_landmarks import (
     LandmarkTrainingConfig,
     face_free_scene,
     train_landmark_detector,
@@ -56,7 +56,7 @@ def test_smoke_training(tmp_path):
 
 
 def test_negatives_include_plain_pictures():
-    from infinite_id.world.train_landmarks import face_free_image, plain_image
+    from infinite_id.world.trainers.train_landmarks import face_free_image, plain_image
 
     flat_or_smooth = [np.asarray(plain_image(np.random.default_rng(i)), dtype=np.float32) for i in range(12)]
     for pixels in flat_or_smooth:  # nothing sharp in them: neighbouring pixels differ little

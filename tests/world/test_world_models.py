@@ -9,12 +9,12 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from infinite_id.tokenizer import clip_tokenizer
-from infinite_id.world import configs
-from infinite_id.world.captions import caption, sample_mentions
-from infinite_id.world.face_model import WEIGHTS_NAME, FaceEncoderConfig, MiniFaceEncoder
-from infinite_id.world.factors import GENDERS, Semantics
-from infinite_id.world.tokenizer import world_tokenizer
+from infinite_id.clip_tokenizer import clip_tokenizer
+from infinite_id.world.models import configs
+from infinite_id.world.models.compact_tokenizer import world_tokenizer
+from infinite_id.world.models.face_model import WEIGHTS_NAME, FaceEncoderConfig, MiniFaceEncoder
+from infinite_id.world.scene.captions import caption, sample_mentions
+from infinite_id.world.scene.factors import GENDERS, Semantics
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from infinite_id.world.dataset import sample_example
-from infinite_id.world.factors import (
+from infinite_id.world.scene.dataset import sample_example
+from infinite_id.world.scene.factors import (
     BACKGROUNDS,
     CLOTHING_KINDS,
     EVAL_IDENTITIES,
     STYLES,
     TRAIN_IDENTITIES,
-    Identity,
+    IdentityFactors,
     Nuisance,
     Semantics,
     identity_from_id,
@@ -23,7 +23,7 @@ from infinite_id.world.factors import (
     nuisance_rng,
     semantics_rng,
 )
-from infinite_id.world.render import render, render_with_layout
+from infinite_id.world.scene.render import render, render_with_layout
 
 
 def _pixels(image: Image.Image) -> np.ndarray:
@@ -63,7 +63,7 @@ def test_render_sizes():
 
 def test_identities_are_deterministic_and_distinct():
     assert identity_from_id(42) == identity_from_id(42)
-    assert Identity.from_dict(identity_from_id(42).to_dict()) == identity_from_id(42)
+    assert IdentityFactors.from_dict(identity_from_id(42).to_dict()) == identity_from_id(42)
     people = [identity_from_id(i) for i in range(200)]
     assert len(set(people)) == 200
     # Enough independent factors that discrete looks alone already rarely repeat.

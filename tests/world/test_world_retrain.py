@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from infinite_id.world import retrain as retrain_module
-from infinite_id.world.latent_cache import LatentCacheConfig
-from infinite_id.world.retrain import STAGES, quick_config, retrain
+from infinite_id.world import stages as stages_module
+from infinite_id.world.stages import STAGE_TABLE, resolve
+from infinite_id.world.trainers.latent_cache import LatentCacheConfig
+from infinite_id.world.trainers.retrain import quick_config, retrain
+
+
+def test_the_stage_table_names_real_trainers_and_configs_and_runs_every_stage_after_its_inputs():
+    seen: list[str] = []
+    for name, stage in STAGE_TABLE.items():
+        assert stage.name == name and callable(stage.load_trainer())
+        assert dataclasses.is_dataclass(stage.training_config())
+        assert all(needed in seen for needed in stage.inputs), name
+        seen.append(name)
+    assert resolve("models.weights:STAGE_FILES") == {n: s.files for n, s in STAGE_TABLE.items() if s.files}
 
 
 def test_quick_configs_keep_the_recipe_but_shrink_it():
-    for _, config in STAGES.values():
+    for stage in STAGE_TABLE.values():
+        config = stage.training_config()
         quick = quick_config(config)
         if isinstance(config, LatentCacheConfig):  # not a training stage: a few photos instead of steps
             assert quick.size <= 8 and quick.seed == config.seed
             continue
         assert quick.steps == 2 and quick.batch_size <= 8 and quick.seed == config.seed
-    assert STAGES["face_encoder"][1].seed != STAGES["face_encoder_eval"][1].seed
+    assert (
+        STAGE_TABLE["face_encoder"].training_config().seed != STAGE_TABLE["face_encoder_eval"].training_config().seed
+    )
 
 
 def test_retrain_runs_skips_and_summarises(tmp_path, monkeypatch):
@@ -28,10 +43,8 @@ def test_retrain_runs_skips_and_summarises(tmp_path, monkeypatch):
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["face_encoder"]["rank1"] == summary["face_encoder"]["rank1"]
 
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("a finished stage was retrained")
-
-    monkeypatch.setitem(retrain_module.STAGES, "face_encoder", (must_not_run, STAGES["face_encoder"][1]))
+    stage = dataclasses.replace(STAGE_TABLE["face_encoder"], trainer="no_such_module:must_not_run")
+    monkeypatch.setitem(stages_module.STAGE_TABLE, "face_encoder", stage)
     again = retrain(tmp_path, only=["face_encoder"], quick=True, progress=False)
     assert again["face_encoder"]["rank1"] == summary["face_encoder"]["rank1"]
     assert "attributes" in again  # earlier stages stay in the summary

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from transformers import AutoImageProcessor, CLIPModel, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from infinite_id.world import train_clip
-from infinite_id.world.dataset import sample_example
-from infinite_id.world.train_clip import (
+from infinite_id.world.scene.dataset import sample_example
+from infinite_id.world.trainers import train_clip, train_utils
+from infinite_id.world.trainers.train_clip import (
     ClipTrainingConfig,
     clip_image_processor,
     export_towers,
@@ -19,10 +19,10 @@ from infinite_id.world.train_clip import (
     text_features,
     tokenize,
 )
-from infinite_id.world.train_clip import (
+from infinite_id.world.trainers.train_clip import (
     train_clip as run_training,
 )
-from infinite_id.world.train_utils import CHECKPOINT_NAME
+from infinite_id.world.trainers.train_utils import CHECKPOINT_NAME
 
 
 def test_fast_preprocessing_matches_the_saved_processor(tmp_path):
@@ -47,7 +47,7 @@ def test_smoke_training_and_export(tmp_path):
     metrics = run_training(tmp_path / "clip", config, progress=False)
     for key in ("zero_shot_style", "zero_shot_background", "zero_shot_clothing_colour", "retrieval_top1_in_100"):
         assert 0.0 <= metrics[key] <= 1.0
-    assert json.loads((tmp_path / "clip" / train_clip.METRICS_NAME).read_text())["metrics"] == metrics
+    assert json.loads((tmp_path / "clip" / train_utils.METRICS_NAME).read_text())["metrics"] == metrics
     assert not (tmp_path / "clip" / CHECKPOINT_NAME).exists()
 
     export_towers(tmp_path / "clip", tmp_path / "base")
@@ -64,7 +64,7 @@ def test_smoke_training_and_export(tmp_path):
 
 
 def test_twin_pairs_differ_in_one_named_attribute():
-    from infinite_id.world.captions import parse_prompt
+    from infinite_id.world.scene.captions import parse_prompt
 
     config = ClipTrainingConfig(batch_size=12, twin_fraction=0.5)
     images, texts, _ = train_clip.training_batch(config, 4)
@@ -77,7 +77,7 @@ def test_twin_pairs_differ_in_one_named_attribute():
 
 
 def test_caption_labels_name_exactly_what_the_caption_says():
-    from infinite_id.world.captions import HAIR_COLOUR_WORDS, PERSON_TRAITS, parse_prompt
+    from infinite_id.world.scene.captions import HAIR_COLOUR_WORDS, PERSON_TRAITS, parse_prompt
 
     config = ClipTrainingConfig(batch_size=64, twin_fraction=0.0)
     _, texts, labels = train_clip.training_batch(config, 3)

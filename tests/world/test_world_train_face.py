@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from infinite_id.world import train_face
-from infinite_id.world.dataset import sample_example
-from infinite_id.world.face_model import FaceEncoderConfig, MiniFaceEncoder, align_world_face, world_face_template
-from infinite_id.world.train_face import ArcMarginHead, FaceTrainingConfig, train_face_encoder
-from infinite_id.world.train_utils import CHECKPOINT_NAME
+from infinite_id.world.models.face_model import (
+    FaceEncoderConfig,
+    MiniFaceEncoder,
+    align_world_face,
+    world_face_template,
+)
+from infinite_id.world.scene.dataset import sample_example
+from infinite_id.world.trainers import train_face, train_utils
+from infinite_id.world.trainers.train_face import ArcMarginHead, FaceTrainingConfig, train_face_encoder
+from infinite_id.world.trainers.train_utils import CHECKPOINT_NAME
 
 TINY = FaceEncoderConfig(input_size=24, channels=(8, 16), embedding_dim=32)
 
@@ -52,7 +57,7 @@ def test_smoke_training_writes_a_loadable_encoder(tmp_path):
     metrics = train_face_encoder(tmp_path / "face", _tiny_config(), progress=False)
     assert 0.0 <= metrics["rank1"] <= 1.0
     assert -1.0 <= metrics["different_cosine"] <= 1.0
-    saved = json.loads((tmp_path / "face" / train_face.METRICS_NAME).read_text())
+    saved = json.loads((tmp_path / "face" / train_utils.METRICS_NAME).read_text())
     assert saved["metrics"] == metrics and saved["training"]["steps"] == 4
     model = MiniFaceEncoder.from_pretrained(tmp_path / "face")
     assert model.config == TINY
@@ -82,8 +87,8 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, monkeypatch)
 def test_a_lost_checkpoint_resumes_from_the_committed_snapshot(tmp_path, monkeypatch):
     """The git-ignored checkpoint may not survive to the next session; ``retrain --snapshot`` copies it to
     ``partial-checkpoint.safetensors`` (committed), and a run without the checkpoint resumes from that."""
-    from infinite_id.world.retrain import snapshot_unfinished
-    from infinite_id.world.train_utils import snapshot_name
+    from infinite_id.world.trainers.retrain import snapshot_unfinished
+    from infinite_id.world.trainers.train_utils import snapshot_name
 
     real_batch = train_face.training_batch
     seen = []

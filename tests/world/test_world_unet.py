@@ -12,13 +12,13 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 from transformers import CLIPModel
 
-from infinite_id.world import configs
-from infinite_id.world.attributes import AttributeClassifier
-from infinite_id.world.landmarks import LandmarkDetector
-from infinite_id.world.latent_cache import LatentCacheConfig, build_latent_cache, load_latent_cache
-from infinite_id.world.tokenizer import world_tokenizer
-from infinite_id.world.train_clip import clip_image_processor
-from infinite_id.world.train_unet import (
+from infinite_id.world.models import configs
+from infinite_id.world.models.attributes import AttributeClassifier
+from infinite_id.world.models.compact_tokenizer import world_tokenizer
+from infinite_id.world.models.landmarks import LandmarkDetector
+from infinite_id.world.trainers.latent_cache import LatentCacheConfig, build_latent_cache, load_latent_cache
+from infinite_id.world.trainers.train_clip import clip_image_processor
+from infinite_id.world.trainers.train_unet import (
     HISTORY_NAME,
     Ema,
     UnetTrainingConfig,

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from infinite_id.world import configs
-from infinite_id.world.attributes import AttributeClassifier, images_to_tensor
-from infinite_id.world.dataset import sample_example
-from infinite_id.world.face_model import MiniFaceEncoder, align_world_face, crops_to_tensor
-from infinite_id.world.train_vae import (
+from infinite_id.world.models import configs
+from infinite_id.world.models.attributes import AttributeClassifier, images_to_tensor
+from infinite_id.world.models.face_model import MiniFaceEncoder, align_world_face, crops_to_tensor
+from infinite_id.world.scene.dataset import sample_example
+from infinite_id.world.trainers.train_vae import (
     PerceptualLoss,
     VaeTrainingConfig,
     face_sampling_grid,

@@ -120,7 +120,7 @@ def check_applied_adain(value: Any) -> AdaIN:
 def resolve_adain(value: Any, prompts: Sequence[str]) -> AdaIN:
     """The AdaIN mode a call applies: ``auto`` is AdaIN-mean when a prompt names a style (off for none, as with
     ``prompt_embeds``, which carry no text to read), the others as they are."""
-    from .prompts import names_style
+    from .style_prompts import names_style
 
     mode = check_adain(value)
     if mode == "auto":

@@ -63,7 +63,6 @@ from ..sampling import (
     text_stream_calls,
     window_active,
 )
-from ..style_prompts import names_style
 
 ImageInput = str | os.PathLike | PIL.Image.Image | np.ndarray
 AdaINArg = bool | AdaINChoice

@@ -144,6 +144,8 @@ class IdentityCrop:
     face: DetectedFace
     source: str
     info: FaceEncoderInfo | None = field(default=None)
+    #: (width, height) of the loaded image ``face.box`` refers to (after any downscaling on load).
+    image_size: tuple[int, int] | None = None
 
 
 def normalize_embedding(vector: np.ndarray, source: str = "embedding") -> np.ndarray:
@@ -243,7 +245,9 @@ class FaceAnalyzer(abc.ABC):
             )
         embedding = normalize_embedding(self._embed(rgb, face), source)
         clip_crop = align_face(rgb, face.keypoints, clip_crop_size)
-        return IdentityCrop(embedding=embedding, clip_crop=clip_crop, face=face, source=source, info=self.info)
+        return IdentityCrop(
+            embedding=embedding, clip_crop=clip_crop, face=face, source=source, info=self.info, image_size=rgb.size
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.info.describe()})"

@@ -146,4 +146,5 @@ class PrecomputedFaceEncoder(FaceAnalyzer):
         crop = super().identity(image, None, clip_crop_size)
         crop.embedding = self.embedding(face_index)
         crop.source = f"{self.source} (CLIP crop from {crop.source})"
+        crop.image_size = None  # its "face" is the whole photo: no face box to report
         return crop

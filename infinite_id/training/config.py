@@ -128,6 +128,10 @@ class TrainSection:
     # Joint mode only: probability of replacing the caption by the empty prompt.
     text_dropout: float = 0.05
     noise_offset: float = 0.0
+    # Extra weight of the diffusion loss on the target's face box (weight 1 + this inside it, per latent cell,
+    # normalised to the same mean): the face is a small part of the image but all of the identity. 0: the
+    # paper's plain loss. Needs face boxes in the data (``train-prepare`` records them with a face analyzer).
+    face_loss_weight: float = 0.0
     # ``epsilon`` / ``v_prediction``; default: the base model's scheduler.
     prediction_type: str | None = None
     ema: EMASection = field(default_factory=EMASection)
@@ -190,6 +194,8 @@ class TrainConfig:
                 problems.append(f"train.{name} must be in [0, 1)")
         if t.learning_rate <= 0:
             problems.append("train.learning_rate must be > 0")
+        if t.face_loss_weight < 0:
+            problems.append("train.face_loss_weight must be >= 0")
         if self.data.resolution % 8:
             problems.append("data.resolution must be a multiple of 8")
         if self.output.checkpoint_every < 0 or self.output.keep_checkpoints < 1:

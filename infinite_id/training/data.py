@@ -36,7 +36,7 @@ from .config import TrainingMode
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = "infinite-id-train-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: entries carry the target's face box (``face_box``)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 __all__ = [
@@ -61,6 +61,7 @@ class SourceEntry:
     embedding: Any = None
     crop: str | None = None
     face_index: int | None = None
+    face_box: list[float] | None = None  # the face's box in the photo's pixels (x0, y0, x1, y1), if given
     where: str = ""
     problem: str | None = None
 
@@ -103,6 +104,11 @@ def _iter_manifest(path: Path) -> Iterator[SourceEntry]:
             if isinstance(embedding, str):
                 embedding = resolve(embedding)
             crop = record.get("crop")
+            face_box = record.get("face_box")
+            if face_box is not None and not _is_box(face_box):
+                problem = '"face_box" must be [x0, y0, x1, y1] in pixels, with x0 < x1 and y0 < y1'
+                yield SourceEntry("", "", where=where, problem=problem)
+                continue
             yield SourceEntry(
                 identity=str(record["identity"]),
                 image=resolve(str(record["image"])),
@@ -110,8 +116,17 @@ def _iter_manifest(path: Path) -> Iterator[SourceEntry]:
                 embedding=embedding,
                 crop=resolve(crop) if crop else None,
                 face_index=record.get("face_index"),
+                face_box=[float(v) for v in face_box] if face_box is not None else None,
                 where=where,
             )
+
+
+def _is_box(value: Any) -> bool:
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        return False
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value):
+        return False
+    return value[0] < value[2] and value[1] < value[3]
 
 
 def iter_source(source: str | Path) -> Iterator[SourceEntry]:
@@ -138,6 +153,9 @@ class CacheEntry:
     crop: str
     width: int
     height: int
+    # The target's face box as fractions of the photo's width and height (x0, y0, x1, y1); None: unknown
+    # (a version-1 cache, or a precomputed embedding without a box). Read by ``train.face_loss_weight``.
+    face_box: list[float] | None = None
 
 
 @dataclass
@@ -230,6 +248,30 @@ def _fit_square(image: Image.Image, resolution: int, center_crop: bool, rng: ran
     return image.crop((left, top, left + resolution, top + resolution)), (top, left)
 
 
+NO_BOX = (0.0, 0.0, 0.0, 0.0)
+
+
+def box_in_crop(
+    box: list[float] | None, size: tuple[int, int], resolution: int, top_left: tuple[int, int], flip: bool
+) -> torch.Tensor:
+    """A photo's face box (fractions of its ``size`` = (w, h)) in the square training crop, as fractions of the
+    crop, clipped to it; ``NO_BOX`` (all zeros) when the box is unknown or cropped away."""
+    if box is None:
+        return torch.tensor(NO_BOX)
+    w, h = size
+    scale = resolution / min(w, h)
+    nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+    top, left = top_left
+    x0, y0, x1, y1 = box
+    xs = [min(max((x * nw - left) / resolution, 0.0), 1.0) for x in (x0, x1)]
+    ys = [min(max((y * nh - top) / resolution, 0.0), 1.0) for y in (y0, y1)]
+    if flip:
+        xs = [1.0 - xs[1], 1.0 - xs[0]]
+    if xs[1] <= xs[0] or ys[1] <= ys[0]:
+        return torch.tensor(NO_BOX)
+    return torch.tensor([xs[0], ys[0], xs[1], ys[1]])
+
+
 class PairTransform:
     """Turns one decoded (target photo, reference crop, face vector) into a training item.
 
@@ -267,6 +309,7 @@ class PairTransform:
         caption: str,
         same_photo: bool,
         rng: random.Random,
+        face_box: list[float] | None = None,
     ) -> dict[str, Any]:
         id_dropped = rng.random() < self.id_dropout
         text_dropped = rng.random() < self.text_dropout
@@ -274,6 +317,7 @@ class PairTransform:
 
         image = ImageOps.exif_transpose(open_image()).convert("RGB")
         original_size = (image.height, image.width)
+        photo_size = image.size
         image, crop_top_left = _fit_square(image, self.resolution, self.center_crop, rng)
         if flip:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -294,6 +338,7 @@ class PairTransform:
             "crop_top_left": torch.tensor(crop_top_left),
             "id_dropped": torch.tensor(id_dropped),
             "same_photo": torch.tensor(same_photo),
+            "face_box": box_in_crop(face_box, photo_size, self.resolution, crop_top_left, flip),
         }
 
 
@@ -353,6 +398,7 @@ class IdentityPairDataset(torch.utils.data.Dataset):
             "photos": len(self.cache.entries),
             "identities": len(self.by_identity),
             "single_photo_identities": self.single_photo_identities,
+            "photos_with_face_box": sum(e.face_box is not None for e in self.cache.entries),
         }
 
     def reference_index(self, index: int, rng: random.Random) -> int:
@@ -377,6 +423,7 @@ class IdentityPairDataset(torch.utils.data.Dataset):
             entry.caption,
             ref == index,
             rng,
+            entry.face_box,
         )
 
 

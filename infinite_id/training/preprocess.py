@@ -182,7 +182,7 @@ def _write_cache(source, out: Path, tmp: Path, analyzer, info, crop_size: int, p
         try:
             if entry.problem:
                 raise UserInputError(entry.problem)
-            crop, embedding, size = _process(entry, analyzer, crop_size)
+            crop, embedding, size, face_box = _process(entry, analyzer, crop_size)
             if embedding.shape[0] != info.dim:
                 raise UserInputError(
                     f"embedding has {embedding.shape[0]} dimensions, the face encoder {info.describe()} has {info.dim}"
@@ -212,6 +212,7 @@ def _write_cache(source, out: Path, tmp: Path, analyzer, info, crop_size: int, p
                 "crop": crop_name,
                 "width": size[0],
                 "height": size[1],
+                "face_box": face_box,
             }
         )
         embeds.append(embedding)
@@ -247,15 +248,27 @@ def _write_cache(source, out: Path, tmp: Path, analyzer, info, crop_size: int, p
     return report
 
 
+def _box_fractions(box, size: tuple[int, int]) -> list[float] | None:
+    """A pixel box (x0, y0, x1, y1) in an image of ``size`` = (w, h) as fractions of it, clipped; None if empty."""
+    w, h = size
+    x0, x1 = (min(max(float(v) / w, 0.0), 1.0) for v in (box[0], box[2]))
+    y0, y1 = (min(max(float(v) / h, 0.0), 1.0) for v in (box[1], box[3]))
+    return [round(v, 6) for v in (x0, y0, x1, y1)] if x1 > x0 and y1 > y0 else None
+
+
 def _process(entry: SourceEntry, analyzer, crop_size: int):
+    """(CLIP crop, embedding, photo size, face box as fractions of the photo or None) of one listed photo."""
     image = _open_rgb(entry.image)
     size = image.size
     if entry.embedding is not None:
         embedding = _check_embedding(entry.embedding, entry.where)
         crop = _open_rgb(entry.crop) if entry.crop else image
         crop = _center_crop(crop, crop_size) if crop.size != (crop_size, crop_size) else crop
-        return crop, embedding, size
+        face_box = _box_fractions(entry.face_box, size) if entry.face_box is not None else None
+        return crop, embedding, size, face_box
     if analyzer is None:
         raise UserInputError("no precomputed embedding and no face analyzer to compute one")
     found = analyzer.identity(entry.image, face_index=entry.face_index, clip_crop_size=crop_size)
-    return found.clip_crop.convert("RGB"), np.asarray(found.embedding, dtype=np.float32).reshape(-1), size
+    face_box = _box_fractions(found.face.box, found.image_size) if found.image_size is not None else None
+    embedding = np.asarray(found.embedding, dtype=np.float32).reshape(-1)
+    return found.clip_crop.convert("RGB"), embedding, size, face_box

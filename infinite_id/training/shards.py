@@ -119,6 +119,7 @@ def _shard_sample(cache: TrainCache, index: int) -> dict[str, Any]:
         "height": entry.height,
         "index": entry.index,
         "image": entry.image,
+        "face_box": entry.face_box,
     }
     return {
         "__key__": f"{entry.index:09d}",
@@ -241,6 +242,7 @@ def write_shards(
         "samples": report.samples,
         "identities": report.identities,
         "single_photo_identities": sum(s["single_photo_identities"] for s in shards),
+        "photos_with_face_box": sum(e.face_box is not None for e in cache.entries),
         "shard_size": shard_size,
         "seed": seed,
         "shards": shards,
@@ -316,6 +318,7 @@ class ShardSample:
     image: bytes
     crop: bytes
     embedding: bytes
+    face_box: list[float] | None = None  # fractions of the photo (CacheEntry.face_box)
 
 
 def _parse(sample: dict[str, Any]) -> ShardSample:
@@ -332,6 +335,7 @@ def _parse(sample: dict[str, Any]) -> ShardSample:
         image,
         sample["crop.png"],
         sample["emb.safetensors"],
+        meta.get("face_box"),
     )
 
 
@@ -416,6 +420,7 @@ class StreamingPairDataset(torch.utils.data.IterableDataset):
             "photos": int(info["samples"]),
             "identities": int(info["identities"]),
             "single_photo_identities": int(info["single_photo_identities"]),
+            "photos_with_face_box": int(info.get("photos_with_face_box", 0)),
             "shards": len(self.index.shards),
         }
 
@@ -535,6 +540,7 @@ class StreamingPairDataset(torch.utils.data.IterableDataset):
             pair.target.caption,
             pair.ref.key == pair.target.key,
             pair.rng,
+            pair.target.face_box,
         )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -30,6 +29,7 @@ from .adapter_model import AdapterTrainingModel, TrainingComponents, load_compon
 from .checkpointing import find_resume_checkpoint, list_checkpoints, read_trainer_state, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import EpochSampler, IdentityPairDataset, TrainCache, _stable_seed, collate_pairs
+from .losses import face_weighted_mse
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def diffusion_loss(
         if scheduler.config.prediction_type == "v_prediction"
         else noise
     )
-    return F.mse_loss(pred.float(), target.float())
+    return face_weighted_mse(pred, target, batch.get("face_box"), t.face_loss_weight)
 
 
 def _register_state_hooks(accelerator, model_ref: list) -> None:
@@ -271,6 +271,15 @@ def train(
         cache = TrainCache.load(config.data.cache)
         face_encoder = FaceEncoderInfo.from_dict(cache.info["face_encoder"])
         photos = len(cache.entries)
+    if cache is not None:
+        boxed = sum(e.face_box is not None for e in cache.entries)
+    else:
+        boxed = int(shard_index.info.get("photos_with_face_box", 0))
+    if t.face_loss_weight and not boxed:
+        raise ConfigError(
+            f"train.face_loss_weight={t.face_loss_weight} needs face boxes, and {data_source} has none: rebuild it "
+            "with `infinite-id train-prepare` and a face analyzer (or give face_box in the manifest), or set it to 0"
+        )
     if photos < t.batch_size * accelerator.num_processes:
         raise ConfigError(
             f"{photos} photos cannot fill one batch of {t.batch_size} per process on {accelerator.num_processes} "

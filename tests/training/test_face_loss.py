@@ -221,8 +221,8 @@ def test_face_loss_weight_without_boxes_stops_before_any_model_loads(make_config
 def test_face_loss_weight_trains_and_weights_the_face(make_config, boxed_cache):
     """A run with the weight trains; for the same batch and draws its loss is the weighted one, and weight 0
     is the paper's plain MSE."""
+    from infinite_id.training.adapter_model import AdapterTrainingModel, load_components
     from infinite_id.training.data import collate_pairs
-    from infinite_id.training.modeling import AdapterTrainingModel, load_components
     from infinite_id.training.trainer import _Conditioning, diffusion_loss, train
 
     cfg = make_config(data={"cache": str(boxed_cache)}, train={"face_loss_weight": 3.0, "max_steps": 2})

@@ -61,6 +61,10 @@ def test_stage_writes_adapter_metrics_and_the_training_set(quick_run):
         expected = encoder(crops_to_tensor([align_world_face(image, record["labels"]["landmarks"], 40)]))[0].numpy()
     np.testing.assert_allclose(np.load(data / line["embedding"]), expected, atol=1e-5)
     assert line["caption"] == record["caption"] and Image.open(data / line["crop"]).size == (64, 64)
+    # the renderer's face box reaches the cache (as fractions of the 64 px photo), for train.face_loss_weight
+    assert line["face_box"] == record["labels"]["face_box"]
+    entry = json.loads((out / ADAPTERS[0] / "cache" / "entries.jsonl").read_text().splitlines()[3])
+    assert entry["face_box"] == pytest.approx([v / 64 for v in record["labels"]["face_box"]], abs=1e-6)
 
 
 def _identity(out, stage, index):

@@ -52,6 +52,7 @@ class AdapterTrainingConfig:
     text_dropout: float = 0.05
     clip_mapper: str = "linear"
     face_num_tokens: int = 4
+    face_loss_weight: float = 0.0  # train.face_loss_weight: extra loss weight on the face box (0: the paper)
     crop_size: int = 64  # side of the stored CLIP crops (the mini CLIP reads 64 px)
     seed: int = 0
     checkpoint_every: int = 250
@@ -104,6 +105,7 @@ def build_training_source(
                     "caption": record["caption"],
                     "embedding": f"embeddings/{name}.npy",
                     "crop": f"crops/{name}.png",
+                    "face_box": record["labels"]["face_box"],  # the renderer's own, in pixels
                 }
                 out.write(json.dumps(line) + "\n")
     os.replace(tmp, manifest)
@@ -136,6 +138,7 @@ def training_config(base_dir: Path, cache_dir: Path, run_dir: Path, config: Adap
             lr_warmup_steps=min(config.warmup_steps, config.steps // 10),
             id_dropout=config.id_dropout,
             text_dropout=config.text_dropout,
+            face_loss_weight=config.face_loss_weight,
         ),
         output=OutputSection(
             dir=str(run_dir),

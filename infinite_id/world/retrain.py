@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from ..outputs import atomic_write
 from .latent_cache import LatentCacheConfig, build_latent_cache
 from .train_adapters import AdapterTrainingConfig, train_adapter
 from .train_attributes import AttributeTrainingConfig, train_attribute_classifier
@@ -164,9 +165,7 @@ def ready_stages(pending: Iterable[str], finished: Iterable[str]) -> list[str]:
 
 
 def _write_summary(path: Path, summary: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(summary, indent=2) + "\n")
 
 
 def _launch_stage(out: Path, stage: str, quick: bool, force: bool) -> subprocess.Popen:

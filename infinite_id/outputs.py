@@ -32,6 +32,7 @@ __all__ = [
     "check_input_file",
     "check_output_dir",
     "check_writable",
+    "fsync_path",
     "has_json_marker",
     "new_temp_dir",
     "public_name",
@@ -157,8 +158,9 @@ def _reserve_temp(path: Path) -> Path:
     raise FileExistsError(f"no free temporary name beside {path}")  # pragma: no cover - 100 collisions of 32 bits
 
 
-def _fsync(path: Path) -> None:
-    """Flush ``path`` (a file or a folder) to disk, where the platform allows it."""
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush ``path`` (a file or a folder, e.g. after a rename into it) to disk, where the platform allows it."""
+    path = Path(path)
     flags = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if path.is_dir() else os.O_RDONLY
     try:
         fd = os.open(path, flags)
@@ -187,14 +189,14 @@ def atomic_file(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[Pat
     try:
         yield tmp
         if fsync:
-            _fsync(tmp)
+            fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
     if fsync:
-        _fsync(path.parent)
+        fsync_path(path.parent)
 
 
 def atomic_write(

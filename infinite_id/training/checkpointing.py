@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingInputError, OutputPathError
-from ..outputs import atomic_write
+from ..outputs import atomic_write, fsync_path
 
 logger = logging.getLogger(__name__)
 
@@ -72,19 +72,6 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(data, indent=2), fsync=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(accelerator, root: str | Path, step: int, state: dict[str, Any], keep: int) -> Path:
     """Save accelerate's state plus ``state`` as ``root/step-{step}``, atomically; keep the newest ``keep``.
 
@@ -107,11 +94,11 @@ def save_checkpoint(accelerator, root: str | Path, step: int, state: dict[str, A
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _write_json_atomic(tmp / STATE_FILE, state)
-        _fsync_dir(tmp)
+        fsync_path(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_path(root)
         for old in list_checkpoints(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
         logger.info("saved checkpoint %s", final)

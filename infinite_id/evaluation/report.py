@@ -28,6 +28,7 @@ __all__ = [
     "aggregate",
     "evaluation_claims",
     "format_cell",
+    "labelled_rows_grid",
     "markdown_table",
     "plot_tradeoff",
     "summarize_records",
@@ -199,6 +200,23 @@ def _label_cell(image: Image.Image, text: str, size: int) -> Image.Image:
     cell.paste(image.convert("RGB").resize((size, size)), (0, 14))
     ImageDraw.Draw(cell).text((2, 1), text[: max(4, size // 6)], fill="black")
     return cell
+
+
+def labelled_rows_grid(
+    rows: Sequence[tuple[str, Sequence[Path | None]]], cell: int = 80, label_width: int = 290
+) -> Image.Image:
+    """A grid with one row per ``(label, image files)``: the label on the left, then each image resized to
+    ``cell`` pixels; a missing file (or ``None``) leaves its cell blank, so the columns stay aligned."""
+    width = max((len(files) for _, files in rows), default=0)
+    grid = Image.new("RGB", (label_width + cell * width, cell * len(rows)), "white")
+    draw = ImageDraw.Draw(grid)
+    for y, (label, files) in enumerate(rows):
+        draw.text((4, y * cell + cell // 2 - 6), label[: max(4, label_width // 6)], fill="black")
+        for x, path in enumerate(files):
+            if path is not None and Path(path).is_file():
+                with Image.open(path) as image:
+                    grid.paste(image.convert("RGB").resize((cell, cell)), (label_width + x * cell, y * cell))
+    return grid
 
 
 def write_grids(

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..evaluation.claims import MIN_EFFECT, PAPER_ABLATIONS, Claim, claims_markdown, paper_claim
 from ..evaluation.claims import check_claims as check_row_claims
@@ -51,6 +51,7 @@ from ..evaluation.metrics import FaceSimilarity
 from ..evaluation.prompts import PromptSet
 from ..evaluation.report import (
     ERROR_BARS,
+    labelled_rows_grid,
     markdown_table,
     plot_tradeoff,
     summarize_records,
@@ -489,7 +490,6 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 def _grid(out: Path, rows: Sequence[Row], records: dict[str, list[dict]], id_scale: float, path: Path) -> None:
     """A small grid: one row per table row, one column per (identity, prompt) pair (seed 0, ID scale 1)."""
-    cell, label_width = 80, 290
     first = next((records[r.run] for r in rows if r.run and records.get(r.run)), [])
     if not first:
         return
@@ -497,28 +497,24 @@ def _grid(out: Path, rows: Sequence[Row], records: dict[str, list[dict]], id_sca
     identities = list(dict.fromkeys(i for i, _ in pairs))
     prompts = sorted({p for _, p in pairs})
     columns = [(identities[k % len(identities)], prompts[k % len(prompts)]) for k in range(min(4, len(pairs)))]
-    grid = Image.new("RGB", (label_width + cell * len(columns), cell * len(rows)), "white")
-    draw = ImageDraw.Draw(grid)
-    for y, row in enumerate(rows):
-        draw.text((4, y * cell + cell // 2 - 6), row.label[:48], fill="black")
-        for x, (identity, prompt_index) in enumerate(columns):
+    table: list[tuple[str, list[Path | None]]] = []
+    for row in rows:
+        sources: list[Path | None] = []
+        for identity, prompt_index in columns:
             if row.run is None:
-                source = out / "references" / f"{identity}.png"
-            else:
-                match = [
-                    r
-                    for r in records.get(row.run, [])
-                    if r["method"] == row.method
-                    and r["identity"] == identity
-                    and r["prompt_index"] == prompt_index
-                    and (r["method"] == "base-model" or math.isclose(r["id_scale"], id_scale))
-                ]
-                if not match:
-                    continue
-                source = out / "runs" / row.run / min(match, key=lambda r: r["seed"])["image"]
-            if source.is_file():
-                with Image.open(source) as image:
-                    grid.paste(image.convert("RGB").resize((cell, cell)), (label_width + x * cell, y * cell))
+                sources.append(out / "references" / f"{identity}.png")
+                continue
+            match = [
+                r
+                for r in records.get(row.run, [])
+                if r["method"] == row.method
+                and r["identity"] == identity
+                and r["prompt_index"] == prompt_index
+                and (r["method"] == "base-model" or math.isclose(r["id_scale"], id_scale))
+            ]
+            sources.append(out / "runs" / row.run / min(match, key=lambda r: r["seed"])["image"] if match else None)
+        table.append((row.label, sources))
+    grid = labelled_rows_grid(table, cell=80, label_width=290)
     _save_png(grid, path)
 
 

@@ -141,3 +141,19 @@ def test_markdown_table_marks_error_bars_in_the_header():
         "| a | 0.5 | 0.123 ± 0.010 | 0.500 |",
         "| b | 1 | - | - |",
     ]
+
+
+def test_labelled_rows_grid_keeps_columns_aligned_past_a_missing_image(tmp_path):
+    from PIL import Image
+
+    from infinite_id.evaluation.report import labelled_rows_grid
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "red.png")
+    grid = labelled_rows_grid(
+        [("a", [tmp_path / "red.png", None]), ("b", [tmp_path / "gone.png", tmp_path / "red.png"])],
+        cell=10,
+        label_width=20,
+    )
+    assert grid.size == (20 + 2 * 10, 2 * 10)
+    assert grid.getpixel((25, 5)) == (255, 0, 0) and grid.getpixel((35, 5)) == (255, 255, 255)
+    assert grid.getpixel((25, 15)) == (255, 255, 255) and grid.getpixel((35, 15)) == (255, 0, 0)

@@ -30,6 +30,7 @@ __all__ = [
     "claims_for_methods",
     "claims_markdown",
     "metric_value",
+    "paired_difference",
     "paired_values",
     "paper_claim",
     "rows_by_method",
@@ -111,6 +112,15 @@ def paired_values(records: Sequence[Mapping[str, Any]], metric: str) -> dict[tup
     return out
 
 
+def paired_difference(
+    a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], metric: str
+) -> dict[str, float | int | None]:
+    """``metric`` of ``a`` minus ``b`` over the images they share (same prompt set, identity, prompt and seed):
+    ``summarize``'s mean, std, sem and n of the per-image differences."""
+    values_a, values_b = paired_values(a, metric), paired_values(b, metric)
+    return summarize([values_a[k] - values_b[k] for k in sorted(values_a.keys() & values_b.keys(), key=repr)])
+
+
 def check_claims(
     claims: Sequence[Claim],
     rows: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]],
@@ -124,9 +134,9 @@ def check_claims(
     """
     out = []
     for claim in claims:
-        a = paired_values(rows.get((claim.table, claim.a), ()), claim.metric)
-        b = paired_values(rows.get((claim.table, claim.b), ()), claim.metric)
-        stats = summarize([a[k] - b[k] for k in sorted(a.keys() & b.keys(), key=repr)])
+        stats = paired_difference(
+            rows.get((claim.table, claim.a), ()), rows.get((claim.table, claim.b), ()), claim.metric
+        )
         verdict = "unclear"
         if stats["n"] and stats["mean"] is not None:
             margin = max(2 * (stats["sem"] or 0.0), min_effect)

@@ -66,11 +66,7 @@ def summarize_records(records: Sequence[dict[str, Any]], metrics: Sequence[str] 
     faces = [r for r in records if "face_detected" in r]
     if faces:
         with_zero = summarize([metric_value(r, "face_sim") for r in faces])
-        row["face_sim"], row["face_sim_sem"], row["face_sim_std"] = (
-            with_zero["mean"],
-            with_zero["sem"],
-            with_zero["std"],
-        )
+        row.update({"face_sim": with_zero["mean"], "face_sim_sem": with_zero["sem"], "face_sim_std": with_zero["std"]})
         row["face_sim_detected"] = summarize([r["face_sim"] for r in faces if r["face_detected"]])["mean"]
         row["face_detection_rate"] = sum(bool(r["face_detected"]) for r in faces) / len(faces)
     return row

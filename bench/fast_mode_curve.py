@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from infinite_id.evaluation.claims import metric_value, paired_difference
 from infinite_id.evaluation.methods import Method
-from infinite_id.evaluation.metrics import FaceSimilarity
+from infinite_id.evaluation.metrics import FaceSimilarity, summarize
 from infinite_id.evaluation.runner import EvalSettings
+from infinite_id.outputs import atomic_write
 from infinite_id.sampling import call_progress, text_stream_calls
 from infinite_id.world.experiments import reproduce as rp
 from infinite_id.world.models.weights import resolve_weights_dir
@@ -57,18 +57,6 @@ def two_stream_share(window_end: float, steps: int, timesteps: list[float]) -> f
     if window_end >= 1.0:
         return 1.0
     return text_stream_calls(call_progress(timesteps), (0.0, window_end), "window") / steps
-
-
-def paired(exact: dict[str, dict], other: dict[str, dict], metric: str) -> tuple[float, float, int]:
-    diffs = [other[k][metric] - exact[k][metric] for k in exact if k in other and exact[k].get(metric) is not None]
-    arr = np.asarray(diffs, dtype=np.float64)
-    return float(arr.mean()), float(arr.std() / math.sqrt(len(arr))), len(arr)
-
-
-def _value(record: dict, metric: str) -> float | None:
-    if metric == "face_sim":
-        return record["face_sim"] if record.get("face_detected") else 0.0
-    return record.get(metric)
 
 
 def main() -> None:
@@ -105,7 +93,7 @@ def main() -> None:
     prompt_set = rp._prompt_sets(config)["raw"]
 
     windows = [float(w) for w in args.windows.split(",")]
-    records: dict[float, dict[str, dict]] = {}
+    records: dict[float, list[dict]] = {}
     seconds: dict[float, float] = {}
     for w in windows:
         method = point_method(w)
@@ -127,9 +115,7 @@ def main() -> None:
         start = time.perf_counter()
         rows = runner.run()
         seconds[w] = time.perf_counter() - start
-        records[w] = {
-            f"{r['identity']}/{r['prompt_index']}/{r['seed']}": {m: _value(r, m) for m in METRICS} for r in rows
-        }
+        records[w] = rows
         print(f"w={w:g}: {len(rows)} images, {seconds[w]:.0f} s", file=sys.stderr, flush=True)
 
     exact = records[max(windows)]
@@ -148,17 +134,17 @@ def main() -> None:
         cost = share * args.two_stream + (1 - share) * args.identity
         cells, point = [], {"window_end": w, "two_stream_share": share, "step_cost": cost}
         for m in METRICS:
-            values = [v[m] for v in records[w].values() if v[m] is not None]
-            mean, sem = float(np.mean(values)), float(np.std(values) / math.sqrt(len(values)))
-            d, d_sem, _ = paired(exact, records[w], m)
+            stats = summarize([metric_value(r, m) for r in records[w]])
+            diff = paired_difference(records[w], exact, m)  # no face counts as 0, as in the tables
+            mean, sem, d, d_sem = stats["mean"], stats["sem"], diff["mean"], diff["sem"]
             point.update({m: mean, f"{m}_sem": sem, f"d_{m}": d, f"d_{m}_sem": d_sem})
             cells += [f"{mean:.3f} +- {sem:.3f}", f"{d:+.3f} +- {d_sem:.3f}"]
         points.append(point)
         lines.append(f"| {w:g} | {share:.2f} | {cost:.2f}x | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     print(text)
-    (out / "curve.json").write_text(json.dumps(points, indent=2) + "\n")
-    (out / "curve.md").write_text(text + "\n")
+    atomic_write(out / "curve.json", json.dumps(points, indent=2) + "\n")
+    atomic_write(out / "curve.md", text + "\n")
 
 
 if __name__ == "__main__":

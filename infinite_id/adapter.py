@@ -28,6 +28,7 @@ from .errors import MissingInputError, UserInputError
 from .faces.base import FaceEncoderInfo, check_compatible
 from .identity import IdentityEncoder, IdentityFeatures, MultiImageMode, combine_tokens
 from .models.projectors import IdentityProjection, IdentityProjectionConfig
+from .outputs import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -257,9 +258,7 @@ def save_adapter_file(
     tensors.update({f"ip_adapter.{k}": v for k, v in processor_module_list(unet).state_dict().items()})
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     metadata = _without_paths(metadata)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"infinite_id": metadata.to_json()})
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"infinite_id": metadata.to_json()}))
     return path
 
 

@@ -8,24 +8,31 @@ Every command that writes a folder goes through :func:`check_output_dir` before 
   file the command writes last, e.g. ``cache.json`` of ``train-prepare``); any other non-empty folder is refused.
 
 Folders are assembled in a fresh hidden temporary folder beside the output (:func:`new_temp_dir`, never a fixed
-name that could be a user's) and swapped in by :func:`replace_dir`.
+name that could be a user's) and swapped in by :func:`replace_dir`. Single files go through :func:`atomic_write`
+(or :func:`atomic_file` for writers that need a path): a reader sees the old file or the whole new one, never a
+torn one, and a failed write leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .errors import OutputPathError
 
 __all__ = [
+    "atomic_file",
+    "atomic_write",
     "check_input_file",
     "check_output_dir",
     "check_writable",
+    "fsync_path",
     "has_json_marker",
     "new_temp_dir",
     "public_name",
@@ -136,6 +143,84 @@ def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
     tmp.rename(out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _reserve_temp(path: Path) -> Path:
+    """Create an empty, uniquely named hidden file beside ``path`` (created exclusively, so two writers never share
+    one; mode from the umask, as a plain ``open`` would give)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")  # pragma: no cover - 100 collisions of 32 bits
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush ``path`` (a file or a folder, e.g. after a rename into it) to disk, where the platform allows it."""
+    path = Path(path)
+    flags = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if path.is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends without an exception, move it onto ``path``.
+
+    Whatever the block writes to the yielded path (``save_file``, ``image.save(tmp, format=...)``, a tar writer)
+    appears at ``path`` whole or not at all; on an exception the temporary file is removed and ``path`` is left
+    as it was. The temporary name is hidden, unique and ends in ``.tmp``, so give writers that guess the format
+    from the suffix the format explicitly. ``fsync`` flushes the file and its folder (for checkpoints that must
+    survive a power cut). The parent folder must exist.
+    """
+    path = Path(path)
+    tmp = _reserve_temp(path)
+    try:
+        yield tmp
+        if fsync:
+            fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if fsync:
+        fsync_path(path.parent)
+
+
+def atomic_write(
+    path: str | os.PathLike,
+    data: bytes | str | Callable[[Path], object],
+    *,
+    fsync: bool = False,
+    encoding: str = "utf-8",
+) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_file`) and return ``path``.
+
+    ``data`` is bytes, text (written with ``encoding``, newlines as given) or a callback that writes the file
+    at the temporary path it is passed.
+    """
+    path = Path(path)
+    with atomic_file(path, fsync=fsync) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        elif isinstance(data, str):
+            with open(tmp, "w", encoding=encoding, newline="") as fh:
+                fh.write(data)
+        else:
+            data(tmp)
+    return path
 
 
 def public_name(source: str | os.PathLike) -> str:

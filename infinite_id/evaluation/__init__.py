@@ -1,9 +1,11 @@
-"""Evaluation of Infinite-ID and its ablations: the paper's metrics, prompt sets, a resumable runner, reports.
+"""Evaluation of Infinite-ID and its ablations: the paper's metrics, prompt sets, a resumable runner, reports and
+the paper's claims checked.
 
 See ``docs/evaluation.md``; the command line is ``infinite-id eval``.
 """
 
 from ..deprecation import renamed_names
+from .claims import EVAL_CLAIMS, Claim, check_claims
 from .methods import DEFAULT_METHODS, METHODS, Method, resolve_methods
 from .metrics import (
     ClipScorer,
@@ -29,7 +31,9 @@ from .runner import (
 __all__ = [
     "BUILTIN_PROMPT_SETS",
     "DEFAULT_METHODS",
+    "EVAL_CLAIMS",
     "METHODS",
+    "Claim",
     "ClipScorer",
     "DinoScorer",
     "EvalSettings",
@@ -41,6 +45,7 @@ __all__ = [
     "NoReferenceFaceError",
     "PromptSet",
     "ResumeMismatchError",
+    "check_claims",
     "choose_face_backend",
     "cosine_matrix",
     "load_identities",

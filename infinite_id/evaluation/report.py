@@ -1,22 +1,48 @@
-"""Turn evaluation records into tables (Markdown, CSV, JSON), image grids and the ID-similarity vs CLIP-T curve."""
+"""Turn evaluation records into tables (Markdown, CSV, JSON), image grids, the ID-similarity vs CLIP-T curve and the
+paper's claims checked (:mod:`.claims`).
+
+One convention for error bars everywhere (here and in the miniature world's reproduction): a mean is shown with
+its standard error over images (``± sem``), and the table header says so. The JSON and CSV carry ``<metric>_sem``
+and, for the evaluation tables, ``<metric>_std`` (the population standard deviation, kept for older readers).
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
 
+from ..outputs import atomic_write
+from .claims import ALL_PROMPTS, check_claims, claims_for_methods, claims_markdown, metric_value, rows_by_method
 from .methods import METHODS
-from .metrics import summarize, summarize_face_scores
+from .metrics import summarize
 
-__all__ = ["aggregate", "plot_tradeoff", "tradeoff_points", "write_grids", "write_report", "write_tables"]
+__all__ = [
+    "ERROR_BARS",
+    "aggregate",
+    "evaluation_claims",
+    "format_cell",
+    "labelled_rows_grid",
+    "markdown_table",
+    "plot_tradeoff",
+    "summarize_records",
+    "tradeoff_points",
+    "write_csv",
+    "write_grids",
+    "write_report",
+    "write_tables",
+]
 
-ALL_PROMPTS = "all"
+#: What every table's ``±`` means; the header of each column with error bars repeats it (``CLIP-T ± sem``).
+ERROR_BARS = "mean ± standard error of the mean (sem) over images"
+#: The metrics :func:`summarize_records` averages besides the face columns.
+MEAN_METRICS = ("clip_t", "clip_i", "dino")
 METRIC_COLUMNS = ("clip_t", "clip_i", "face_sim", "face_sim_detected", "face_detection_rate", "dino")
 COLUMN_TITLES = {
     "clip_t": "CLIP-T",
@@ -28,22 +54,27 @@ COLUMN_TITLES = {
 }
 
 
-def _summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def summarize_records(records: Sequence[dict[str, Any]], metrics: Sequence[str] = MEAN_METRICS) -> dict[str, Any]:
+    """One table row: ``n_images``; per metric present, its mean, ``_sem`` and ``_std``; and the face columns:
+    ``face_sim`` (no face counts as 0) with its ``_sem``/``_std``, ``face_sim_detected`` and
+    ``face_detection_rate``."""
     row: dict[str, Any] = {"n_images": len(records)}
-    for metric in ("clip_t", "clip_i", "dino"):
-        values = [r.get(metric) for r in records if metric in r]
-        if values:
-            stats = summarize(values)
-            row[metric], row[f"{metric}_std"] = stats["mean"], stats["std"]
-    if any("face_detected" in r for r in records):
-        faces = summarize_face_scores([r for r in records if "face_detected" in r])
-        row.update({k: faces[k] for k in ("face_sim", "face_sim_detected", "face_detection_rate")})
+    for metric in metrics:
+        stats = summarize([r.get(metric) for r in records])
+        if stats["n"]:
+            row[metric], row[f"{metric}_sem"], row[f"{metric}_std"] = stats["mean"], stats["sem"], stats["std"]
+    faces = [r for r in records if "face_detected" in r]
+    if faces:
+        with_zero = summarize([metric_value(r, "face_sim") for r in faces])
+        row.update({"face_sim": with_zero["mean"], "face_sim_sem": with_zero["sem"], "face_sim_std": with_zero["std"]})
+        row["face_sim_detected"] = summarize([r["face_sim"] for r in faces if r["face_detected"]])["mean"]
+        row["face_detection_rate"] = sum(bool(r["face_detected"]) for r in faces) / len(faces)
     return row
 
 
 def aggregate(records: Sequence[dict[str, Any]], id_scale: float, methods: Sequence[str]) -> list[dict[str, Any]]:
     """One row per (prompt set, method) at the main ID scale, plus an ``all`` prompt-set row per method."""
-    main = [r for r in records if math.isclose(r["id_scale"], id_scale) or r["method"] == "base-model"]
+    main = _main_scale(records, id_scale)
     sets = list(dict.fromkeys(r["prompt_set"] for r in main))
     rows = []
     for prompt_set in [*sets, ALL_PROMPTS] if len(sets) > 1 else sets:
@@ -52,58 +83,111 @@ def aggregate(records: Sequence[dict[str, Any]], id_scale: float, methods: Seque
             if not chosen:
                 continue
             label = METHODS[method].label if method in METHODS else method
-            rows.append({"prompt_set": prompt_set, "method": method, "label": label, **_summary(chosen)})
+            rows.append({"prompt_set": prompt_set, "method": method, "label": label, **summarize_records(chosen)})
     return rows
+
+
+def _main_scale(records: Sequence[dict[str, Any]], id_scale: float) -> list[dict[str, Any]]:
+    """The records of the main table: at the main ID scale (the text stream has none)."""
+    return [r for r in records if math.isclose(r["id_scale"], id_scale) or r["method"] == "base-model"]
+
+
+def evaluation_claims(records: Sequence[dict[str, Any]], id_scale: float, methods: Sequence[str]) -> list[dict]:
+    """The paper's claims this evaluation can answer (both methods evaluated, and pairs of images to compare),
+    checked at the main ID scale; ``[]`` when none."""
+    results = check_claims(claims_for_methods(methods), rows_by_method(_main_scale(records, id_scale)))
+    return [c for c in results if c["n"]]
 
 
 def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [c for c in METRIC_COLUMNS if any(c in r for r in rows)]
 
 
-def _fmt(value: Any) -> str:
+def format_cell(row: dict[str, Any], key: str, error: bool = True) -> str:
+    """``0.340 ± 0.004`` (the mean and its ``_sem`` when ``error`` and known), ``0.340``, or ``-`` when absent."""
+    value = row.get(key)
     if value is None:
         return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
+    if not isinstance(value, float):
+        return str(value)
+    text = f"{value:.3f}"
+    if error and row.get(f"{key}_sem") is not None:
+        text += f" ± {row[f'{key}_sem']:.3f}"
+    return text
 
 
-def write_tables(rows: Sequence[dict[str, Any]], out_dir: str | Path, settings: dict[str, Any]) -> dict[str, Path]:
-    """``results.md``, ``results.csv`` and ``results.json`` (the JSON carries the settings too)."""
+def _lead_cell(value: Any) -> str:
+    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(
+    rows: Sequence[dict[str, Any]],
+    lead: Sequence[tuple[str, str]],
+    columns: Sequence[tuple[str, str]],
+    errors: Collection[str] = (),
+) -> list[str]:
+    """A Markdown table: ``lead`` columns as they are, then the ``columns`` any row has, to 3 decimals; those in
+    ``errors`` with ``± sem``, which their header says (``CLIP-T ± sem``)."""
+    shown = [(k, t) for k, t in columns if any(r.get(k) is not None for r in rows)]
+    titles = [t for _, t in lead] + [f"{t} ± sem" if k in errors else t for k, t in shown]
+    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    for row in rows:
+        cells = [_lead_cell(row.get(k)) for k, _ in lead] + [format_cell(row, k, k in errors) for k, _ in shown]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> Path:
+    """``rows`` as CSV with ``fields`` as columns (missing or ``None``: empty), written atomically."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})
+    return atomic_write(path, buffer.getvalue())
+
+
+#: The evaluation table's columns with error bars.
+ERROR_COLUMNS = ("clip_t", "clip_i", "face_sim", "dino")
+
+
+def write_tables(
+    rows: Sequence[dict[str, Any]],
+    out_dir: str | Path,
+    settings: dict[str, Any],
+    claims: Sequence[dict[str, Any]] | None = None,
+) -> dict[str, Path]:
+    """``results.md``, ``results.csv`` and ``results.json`` (the JSON carries the settings, and ``claims`` when
+    any were checked)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = _columns(rows)
-    lines = [
-        "| prompts | method | images | " + " | ".join(COLUMN_TITLES[c] for c in columns) + " |",
-        "|---|---|---|" + "---|" * len(columns),
-    ]
-    for row in rows:
-        cells = [row["prompt_set"], row["label"], str(row["n_images"])]
-        for c in columns:
-            cell = _fmt(row.get(c))
-            if f"{c}_std" in row and row.get(f"{c}_std") is not None:
-                cell += f" ± {row[f'{c}_std']:.3f}"
-            cells.append(cell)
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = markdown_table(
+        rows,
+        (("prompt_set", "prompts"), ("label", "method"), ("n_images", "images")),
+        [(c, COLUMN_TITLES[c]) for c in columns],
+        ERROR_COLUMNS,
+    )
     notes = [
         "",
         f"ID scale {settings.get('id_scale')}, seeds {settings.get('seeds')}, "
         f"{settings.get('num_inference_steps')} steps, guidance {settings.get('guidance_scale')}.",
         f"CLIP: {settings.get('clip_model')}; face encoder: {settings.get('face_encoder')} "
         f"(adapter trained with {settings.get('training_face_encoder')}); DINO: {settings.get('dino_model')}.",
-        "All similarities are raw cosines (± population std over images). "
+        f"All similarities are raw cosines, {ERROR_BARS}. "
         "Face sim counts an image without a detected face as 0; Face sim (detected) leaves such images out.",
     ]
+    if claims:
+        notes += ["", "## The paper's claims, checked", "", *claims_markdown(claims, measured="this run")]
     paths = {"md": out_dir / "results.md", "csv": out_dir / "results.csv", "json": out_dir / "results.json"}
-    paths["md"].write_text("\n".join(lines + notes) + "\n", encoding="utf-8")
+    atomic_write(paths["md"], "\n".join(lines + notes) + "\n")
     fields = ["prompt_set", "method", "label", "n_images"]
-    fields += [f for c in columns for f in (c, f"{c}_std") if any(f in r for r in rows)]
-    with open(paths["csv"], "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})
-    paths["json"].write_text(json.dumps({"settings": settings, "rows": list(rows)}, indent=2, default=str) + "\n")
+    fields += [f for c in columns for f in (c, f"{c}_std", f"{c}_sem") if any(f in r for r in rows)]
+    write_csv(paths["csv"], rows, fields)
+    data: dict[str, Any] = {"settings": settings, "rows": list(rows)}
+    if claims:
+        data["claims"] = list(claims)
+    atomic_write(paths["json"], json.dumps(data, indent=2, default=str) + "\n")
     return paths
 
 
@@ -112,6 +196,23 @@ def _label_cell(image: Image.Image, text: str, size: int) -> Image.Image:
     cell.paste(image.convert("RGB").resize((size, size)), (0, 14))
     ImageDraw.Draw(cell).text((2, 1), text[: max(4, size // 6)], fill="black")
     return cell
+
+
+def labelled_rows_grid(
+    rows: Sequence[tuple[str, Sequence[Path | None]]], cell: int = 80, label_width: int = 290
+) -> Image.Image:
+    """A grid with one row per ``(label, image files)``: the label on the left, then each image resized to
+    ``cell`` pixels; a missing file (or ``None``) leaves its cell blank, so the columns stay aligned."""
+    width = max((len(files) for _, files in rows), default=0)
+    grid = Image.new("RGB", (label_width + cell * width, cell * len(rows)), "white")
+    draw = ImageDraw.Draw(grid)
+    for y, (label, files) in enumerate(rows):
+        draw.text((4, y * cell + cell // 2 - 6), label[: max(4, label_width // 6)], fill="black")
+        for x, path in enumerate(files):
+            if path is not None and Path(path).is_file():
+                with Image.open(path) as image:
+                    grid.paste(image.convert("RGB").resize((cell, cell)), (label_width + x * cell, y * cell))
+    return grid
 
 
 def write_grids(
@@ -127,7 +228,7 @@ def write_grids(
     out_dir = Path(out_dir)
     grid_dir = out_dir / "grids"
     grid_dir.mkdir(parents=True, exist_ok=True)
-    main = [r for r in records if math.isclose(r["id_scale"], id_scale) or r["method"] == "base-model"]
+    main = _main_scale(records, id_scale)
     written = []
     for identity in dict.fromkeys(r["identity"] for r in main):
         for prompt_set in dict.fromkeys(r["prompt_set"] for r in main if r["identity"] == identity):
@@ -151,7 +252,7 @@ def write_grids(
                             tile = _label_cell(image, match[0]["prompt"], cell)
                         grid.paste(tile, ((x + 1) * cell, y * (cell + 14)))
             target = grid_dir / f"{identity}-{prompt_set}.png"
-            grid.save(target)
+            atomic_write(target, lambda tmp, grid=grid: grid.save(tmp, format="PNG"))
             written.append(target)
     return written
 
@@ -163,7 +264,7 @@ def tradeoff_points(records: Sequence[dict[str, Any]], methods: Sequence[str]) -
         scales = sorted({r["id_scale"] for r in records if r["method"] == method})
         for scale in scales:
             chosen = [r for r in records if r["method"] == method and math.isclose(r["id_scale"], scale)]
-            row = _summary(chosen)
+            row = summarize_records(chosen)
             if row.get("clip_t") is None or row.get("face_sim") is None:
                 continue
             points.append({"method": method, "id_scale": scale, **row})
@@ -196,7 +297,7 @@ def plot_tradeoff(points: Sequence[dict[str, Any]], path: str | Path) -> Path | 
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
     return path
 
@@ -212,12 +313,13 @@ def write_report(
     out_dir = Path(out_dir)
     methods = [m["name"] if isinstance(m, dict) else m for m in settings["methods"]]
     rows = aggregate(records, settings["id_scale"], methods)
-    written: dict[str, Any] = {"tables": write_tables(rows, out_dir, settings), "rows": rows}
+    claims = evaluation_claims(records, settings["id_scale"], methods)
+    written: dict[str, Any] = {"tables": write_tables(rows, out_dir, settings, claims), "rows": rows, "claims": claims}
     if grids:
         written["grids"] = write_grids(records, out_dir, references, settings["id_scale"], methods)
     curve_methods = settings.get("curve_methods") or []
     points = tradeoff_points([r for r in records if r["method"] in curve_methods], curve_methods)
     if points:
-        (out_dir / "tradeoff.json").write_text(json.dumps(points, indent=2) + "\n")
+        atomic_write(out_dir / "tradeoff.json", json.dumps(points, indent=2) + "\n")
         written["tradeoff"] = plot_tradeoff(points, out_dir / "tradeoff.png")
     return written

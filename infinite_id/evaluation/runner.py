@@ -31,7 +31,7 @@ from PIL import Image
 from ..controls import DEFAULT_GUIDANCE, DEFAULT_ID_SCALE, DEFAULT_STEPS
 from ..deprecation import renamed_names
 from ..errors import InfiniteIDError, MissingInputError, UserInputError
-from ..outputs import check_output_dir
+from ..outputs import atomic_write, check_output_dir
 from .methods import Method
 from .metrics import ClipScorer, DinoScorer, FaceSimilarity
 from .prompt_sets import PromptSet
@@ -177,9 +177,7 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def _save_image_atomic(image: Image.Image, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    image.save(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 @dataclass
@@ -293,9 +291,7 @@ class EvaluationRunner:
                     + "\nUse another --output folder, or the same settings to continue."
                 )
         else:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(settings, indent=2, default=str), encoding="utf-8")
-            os.replace(tmp, path)
+            atomic_write(path, json.dumps(settings, indent=2, default=str))
 
     # ------------------------------------------------------------------ jobs
     def jobs(self) -> list[_Job]:

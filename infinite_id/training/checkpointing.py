@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingInputError, OutputPathError
+from ..outputs import atomic_write, fsync_path
 
 logger = logging.getLogger(__name__)
 
@@ -68,25 +69,7 @@ def find_resume_checkpoint(output_dir: str | Path, resume: str | None) -> Path |
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write(path, json.dumps(data, indent=2), fsync=True)
 
 
 def save_checkpoint(accelerator, root: str | Path, step: int, state: dict[str, Any], keep: int) -> Path:
@@ -111,11 +94,11 @@ def save_checkpoint(accelerator, root: str | Path, step: int, state: dict[str, A
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _write_json_atomic(tmp / STATE_FILE, state)
-        _fsync_dir(tmp)
+        fsync_path(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_path(root)
         for old in list_checkpoints(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
         logger.info("saved checkpoint %s", final)

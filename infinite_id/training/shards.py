@@ -29,10 +29,10 @@ batch size)``, so skipping the ``k`` batches already trained replays the slot st
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
-import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,7 +44,7 @@ import torch
 from PIL import Image
 
 from ..errors import MissingInputError, UserInputError
-from ..outputs import check_output_dir, has_json_marker
+from ..outputs import atomic_file, atomic_write, check_output_dir, has_json_marker
 from .data import CACHE_VERSION, PairTransform, TrainCache, _stable_seed, collate_pairs
 
 logger = logging.getLogger(__name__)
@@ -141,8 +141,9 @@ def write_shards(
     """Pack a training cache into tar shards grouped by identity, plus the ``shards.json`` manifest.
 
     Identities are written in a seeded order (so a shard is not one slice of a sorted source). Every shard is
-    written to ``.NAME.tmp`` and renamed when complete; the manifest is written last, so a folder without it is
-    an unfinished write. A photo that no longer reads is skipped and listed in the manifest.
+    written to a hidden ``.NAME.XXXXXXXX.tmp`` and renamed when complete (removed if the write fails); the
+    manifest is written last, so a folder without it is an unfinished write. A photo that no longer reads is
+    skipped and listed in the manifest.
     """
     wds = _webdataset()
     if shard_size < 1:
@@ -176,13 +177,13 @@ def write_shards(
 
         bar = tqdm(total=len(cache.entries), desc="sharding", unit="photo")
 
-    writer, tmp, count, idents, singles = None, None, 0, 0, 0
+    writer, count, idents, singles = None, 0, 0, 0
+    pending = contextlib.ExitStack()  # the open shard's temporary file: renamed by close(), removed on an error
 
     def close() -> None:
         nonlocal writer, count, idents, singles
-        writer.close()
         name = f"shard-{len(shards):06d}.tar"
-        os.replace(tmp, out / name)
+        pending.close()  # closes the writer, then renames its file into place
         shards.append(
             {
                 "name": name,
@@ -194,33 +195,37 @@ def write_shards(
         )
         writer, count, idents, singles = None, 0, 0, 0
 
-    for identity in order:
-        samples = []
-        for index in by_identity[identity]:
-            try:
-                samples.append(_shard_sample(cache, index))
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                entry = cache.entries[index]
-                report.skipped.append({"index": index, "identity": identity, "image": entry.image, "error": str(exc)})
-                logger.warning("skipping %s: %s", entry.image, exc)
-            if bar is not None:
-                bar.update(1)
-        if not samples:
-            continue
-        if writer is None:
-            tmp = out / f".shard-{len(shards):06d}.tar.tmp"
-            writer = wds.TarWriter(str(tmp), encoder=False, mtime=0.0)
-        for sample in samples:
-            writer.write(sample)
-        count += len(samples)
-        idents += 1
-        singles += len(samples) == 1
-        report.samples += len(samples)
-        report.identities += 1
-        if count >= shard_size:
+    with pending:
+        for identity in order:
+            samples = []
+            for index in by_identity[identity]:
+                try:
+                    samples.append(_shard_sample(cache, index))
+                except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                    entry = cache.entries[index]
+                    report.skipped.append(
+                        {"index": index, "identity": identity, "image": entry.image, "error": str(exc)}
+                    )
+                    logger.warning("skipping %s: %s", entry.image, exc)
+                if bar is not None:
+                    bar.update(1)
+            if not samples:
+                continue
+            if writer is None:
+                tmp = pending.enter_context(atomic_file(out / f"shard-{len(shards):06d}.tar"))
+                writer = wds.TarWriter(str(tmp), encoder=False, mtime=0.0)
+                pending.callback(writer.close)  # closed before the rename (or the removal)
+            for sample in samples:
+                writer.write(sample)
+            count += len(samples)
+            idents += 1
+            singles += len(samples) == 1
+            report.samples += len(samples)
+            report.identities += 1
+            if count >= shard_size:
+                close()
+        if writer is not None:
             close()
-    if writer is not None:
-        close()
     if bar is not None:
         bar.close()
     if not shards:
@@ -248,9 +253,7 @@ def write_shards(
         "shards": shards,
         "skipped": report.skipped,
     }
-    tmp_manifest = out / f".{MANIFEST}.tmp"
-    tmp_manifest.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    os.replace(tmp_manifest, manifest_path)
+    atomic_write(manifest_path, json.dumps(manifest, indent=2))
     logger.info(report.summary())
     return report
 

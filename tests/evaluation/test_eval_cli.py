@@ -36,6 +36,17 @@ def test_eval_command_runs_resumes_and_rebuilds_reports(make_pipe, tiny_model_di
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "Infinite-ID (full)" in (out / "results.md").read_text()
+    # the two methods a claim compares were run: the report states its verdict, on screen and in results.json
+    assert (
+        "## The paper's claims, checked" in result.output
+        and "| mixed attention raises CLIP-T | clip_t |" in result.output
+    )
+    claims = json.loads((out / "results.json").read_text())["claims"]
+    assert [c["text"] for c in claims] == [
+        "mixed attention raises CLIP-T",
+        "mixed attention costs a little ID similarity",
+    ]
+    assert all(c["n"] == 1 and c["verdict"] in ("agrees", "disagrees", "unclear") for c in claims)
     settings = json.loads((out / "settings.json").read_text())
     assert settings["face_encoder"] == "pixels/eval (32-d)"
     assert settings["training_face_encoder"] == "precomputed/test (16-d)"

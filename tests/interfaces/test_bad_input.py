@@ -116,21 +116,11 @@ def test_a_missing_model_is_one_line(tmp_path):
     assert "nowhere" in line
 
 
-def test_outputs_name_models_not_paths_and_record_the_face(tmp_path_factory):
-    from tiny_models import save_tiny_base_model
-
-    from infinite_id.faces.base import FaceEncoderInfo
-    from infinite_id.models.projectors import IdentityProjectionConfig
-    from infinite_id.pipelines import InfiniteIDPipeline
+def test_outputs_name_models_not_paths_and_record_the_face(tmp_path_factory, save_tiny_adapter_model):
+    from safetensors import safe_open
 
     root = tmp_path_factory.mktemp("private-machine-folder")
-    folder = save_tiny_base_model(root / "my-sd15", "sd15")
-    pipe = InfiniteIDPipeline.from_pretrained(folder)
-    torch.manual_seed(0)
-    config = IdentityProjectionConfig(cross_attention_dim=32, face_dim=512, clip_dim=32, clip_num_tokens=17)
-    pipe.init_adapter(config, FaceEncoderInfo("insightface", "buffalo_s", 512))
-    adapter = pipe.save_adapter(root / "my-adapter.safetensors", training={"base_model": str(folder)})
-    from safetensors import safe_open
+    folder, adapter, _ = save_tiny_adapter_model(root, "my-sd15", "my-adapter.safetensors", record_base_model=True)
 
     with safe_open(str(adapter), "pt") as f:
         header = f.metadata()["infinite_id"]

@@ -128,21 +128,9 @@ def test_a_photo_without_a_face_or_not_a_photo_is_a_clear_error(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def real_model(tmp_path_factory):
+def real_model(tmp_path_factory, save_tiny_adapter_model):
     """A base model folder and an Infinite-ID adapter for the insightface buffalo_s encoder, saved to disk."""
-    from tiny_models import save_tiny_base_model
-
-    from infinite_id.faces.base import FaceEncoderInfo
-    from infinite_id.models.projectors import IdentityProjectionConfig
-    from infinite_id.pipelines import InfiniteIDPipeline
-
-    root = tmp_path_factory.mktemp("real_model")
-    folder = save_tiny_base_model(root / "sd15", "sd15")
-    pipe = InfiniteIDPipeline.from_pretrained(folder)
-    torch.manual_seed(0)
-    config = IdentityProjectionConfig(cross_attention_dim=32, face_dim=512, clip_dim=32, clip_num_tokens=17)
-    pipe.init_adapter(config, FaceEncoderInfo("insightface", "buffalo_s", 512))
-    return folder, pipe.save_adapter(root / "adapter.safetensors"), pipe
+    return save_tiny_adapter_model(tmp_path_factory.mktemp("real_model"))
 
 
 def test_model_and_adapter_load_through_the_real_loaders(real_model, tmp_path):

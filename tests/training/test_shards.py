@@ -108,6 +108,24 @@ def test_cache_to_shards_round_trip(identity_cache, tmp_path):
     assert [p.name for p in sorted(out.glob("*.tar"))] == ["shard-000000.tar"]  # the stale second shard went
 
 
+def test_a_failing_shard_write_leaves_finished_shards_and_no_temporary(identity_cache, tmp_path, monkeypatch):
+    import infinite_id.training.shards as shards_module
+
+    real, calls = shards_module._shard_sample, []
+
+    def sample_then_crash(cache, index):
+        calls.append(index)
+        if len(calls) == 10:  # the second shard is open, one identity written into it
+            raise KeyboardInterrupt
+        return real(cache, index)
+
+    monkeypatch.setattr(shards_module, "_shard_sample", sample_then_crash)
+    out = tmp_path / "shards"
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(identity_cache, out, shard_size=5)
+    assert sorted(p.name for p in out.iterdir()) == ["shard-000000.tar"]  # no manifest, no half-written shard
+
+
 # ---------------------------------------------------------------- the stream
 
 

@@ -20,7 +20,7 @@ from infinite_id.world.experiments.reproduce import (
     STYLE_PROMPTS,
     STYLE_ROWS,
     ReproduceConfig,
-    check_claims,
+    check_world_claims,
     main,
     reference_photo,
     reproduce,
@@ -74,7 +74,7 @@ def test_claims_are_paired_differences_with_a_verdict():
         )
         records.append({**cell, "method": "mutual-attention", "face_detected": i % 2 == 0, "face_sim": base})
         records[-1]["clip_t"] = base + 0.05 + 0.001 * i  # the world disagrees: mutual attention scores higher
-    claims = {c["text"]: c for c in check_claims({"raw-enhanced": records}, 1.0)}
+    claims = {c["text"]: c for c in check_world_claims({"raw-enhanced": records}, 1.0)}
     lost = claims["mutual attention loses identity"]
     assert lost["verdict"] == "agrees" and lost["n"] == 12 and lost["difference"] > 0.3  # no face counts as 0
     assert claims["mutual attention lowers CLIP-T"]["verdict"] == "disagrees"
@@ -112,6 +112,8 @@ def test_quick_run_writes_both_tables_with_every_row(quick_run):
     tables = (out / "tables.md").read_text()
     for title in ("## Main table", "## Style table", "## Trade-off", "## The paper's claims", "Command: `", "sha256"):
         assert title in tables
+    assert "| method | images | CLIP-T ± sem | CLIP-I ± sem | ID sim ± sem |" in tables  # the eval report's convention
+    assert "standard error of the mean (sem)" in tables
     for row in (*MAIN_ROWS, *STYLE_ROWS):
         assert f"| {row.label} |" in tables
     assert [r["row"] for r in result["main"]] == [r.key for r in MAIN_ROWS]

@@ -17,6 +17,10 @@ captioned adapter, identity stream only); text only (the base model: no identity
 reference photo (the upper bound of identity). The style table compares AdaIN-mean, no AdaIN and full AdaIN on
 style prompts. The trade-off plot sweeps the ID scale for Infinite-ID and the IP-Adapter-style row.
 
+The tables, error bars (mean ± standard error) and the claims check are :mod:`infinite_id.evaluation`'s (``report``
+and ``claims``); this module holds what is the world's: its identities and reference photos, the attribute
+accuracy, its table rows and the claims that compare them.
+
 Outputs in ``--out``: ``tables.md`` (both tables, the command, the weights' fingerprint), ``results.csv``,
 ``results.json``, ``tradeoff.png`` / ``tradeoff.json``, ``grid.png`` and ``grid_style.png``; the runs themselves
 (images, records, settings) in ``runs/<run>/``. Run the same command again to resume: finished images are skipped.
@@ -25,13 +29,11 @@ Outputs in ``--out``: ``tables.md`` (both tables, the command, the weights' fing
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import datetime as dt
 import hashlib
 import json
 import math
-import os
 import shlex
 import sys
 import time
@@ -41,13 +43,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from ...evaluation.claims import MIN_EFFECT, PAPER_ABLATIONS, Claim, claims_markdown, paper_claim
+from ...evaluation.claims import check_claims as check_row_claims
 from ...evaluation.methods import METHODS
-from ...evaluation.metrics import FaceSimilarity, summarize
+from ...evaluation.metrics import FaceSimilarity
 from ...evaluation.prompt_sets import PromptSet
-from ...evaluation.report import plot_tradeoff, tradeoff_points
+from ...evaluation.report import (
+    ERROR_BARS,
+    labelled_rows_grid,
+    markdown_table,
+    plot_tradeoff,
+    summarize_records,
+    tradeoff_points,
+    write_csv,
+)
 from ...evaluation.runner import EvalSettings, EvaluationIdentity, EvaluationRunner, read_records
+from ...outputs import atomic_write
 from ..models.weights import resolve_weights_dir
 from ..models.world_metrics import (
     SEMANTIC_ATTRIBUTES,
@@ -190,14 +203,7 @@ RUNS: tuple[RunSpec, ...] = (
     RunSpec("curve-enhanced", "identity_enhanced", "raw", ("infinite-id",), curve=True),
     RunSpec("curve-joint", "joint", "raw", ("no-mixed-attention",), curve=True),
 )
-# The paper's ablation table (section 4.3, M_FaceNet as ID similarity), for the comparison in tables.md.
-PAPER_ABLATIONS: dict[str, tuple[float, float, float]] = {
-    "infinite-id": (0.340, 0.913, 0.689),
-    "no-enhanced-training": (0.329, 0.891, 0.593),
-    "no-mixed-attention": (0.331, 0.905, 0.700),
-    "mutual-attention": (0.316, 0.808, 0.398),
-    "ip-adapter-style": (0.274, 0.905, 0.474),
-}
+# PAPER_ABLATIONS (the paper's ablation table, keyed by the main table's row keys) is evaluation.claims'.
 
 
 # ---------------------------------------------------------------------------------------------- references
@@ -209,18 +215,9 @@ def reference_photo(identity_id: int) -> tuple[Image.Image, tuple[tuple[float, f
     return image, layout.landmarks
 
 
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
 def _save_png(image: Image.Image, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    image.save(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def _identities(out: Path, config: ReproduceConfig) -> tuple[list[EvaluationIdentity], dict[str, Any]]:
@@ -319,20 +316,12 @@ class _Progress:
 
 
 # ---------------------------------------------------------------------------------------------- aggregation
+#: What a row averages besides the face columns: the mini CLIP's scores and the attribute accuracies.
+ROW_METRICS = ("clip_t", "clip_i", "attr_acc", *(f"attr_{a}" for a in SEMANTIC_ATTRIBUTES))
+
+
 def _row_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"n_images": len(records)}
-    for metric in ("clip_t", "clip_i", "attr_acc", *(f"attr_{a}" for a in SEMANTIC_ATTRIBUTES)):
-        stats = summarize([r.get(metric) for r in records])
-        if stats["n"]:
-            out[metric], out[f"{metric}_sem"] = stats["mean"], stats["sem"]
-    faces = [r for r in records if "face_detected" in r]
-    if faces:
-        with_zero = summarize([r["face_sim"] if r["face_detected"] else 0.0 for r in faces])
-        detected = summarize([r["face_sim"] for r in faces if r["face_detected"]])
-        out["face_sim"], out["face_sim_sem"] = with_zero["mean"], with_zero["sem"]
-        out["face_sim_detected"] = detected["mean"]
-        out["face_detection_rate"] = sum(bool(r["face_detected"]) for r in faces) / len(faces)
-    return out
+    return summarize_records(records, ROW_METRICS)
 
 
 def _row_records(table: str, row: Row, records: dict[str, list[dict]], id_scale: float) -> list[dict]:
@@ -357,48 +346,14 @@ def _table_rows(table: str, rows: Sequence[Row], records: dict[str, list[dict]],
     ]
 
 
-@dataclass(frozen=True)
-class Claim:
-    """A comparison the paper makes: ``metric`` of row ``a`` minus row ``b`` should have the paper's sign."""
-
-    text: str
-    table: str
-    metric: str
-    a: str
-    b: str
-    paper_a: float | None = None  # the paper's numbers, when it reports them (None: qualitative claim)
-    paper_b: float | None = None
-
-
+#: The paper's claims as comparisons of the world's table rows (``Claim.table`` is ``main`` or ``style``).
 CLAIMS: tuple[Claim, ...] = (
-    Claim(
-        "identity-enhanced training raises ID similarity",
-        "main",
-        "face_sim",
-        "infinite-id",
-        "no-enhanced-training",
-        0.689,
-        0.593,
+    paper_claim(
+        "identity-enhanced training raises ID similarity", "main", "face_sim", "infinite-id", "no-enhanced-training"
     ),
-    Claim(
-        "identity-enhanced training raises CLIP-T",
-        "main",
-        "clip_t",
-        "infinite-id",
-        "no-enhanced-training",
-        0.340,
-        0.329,
-    ),
-    Claim(
-        "identity-enhanced training raises CLIP-I",
-        "main",
-        "clip_i",
-        "infinite-id",
-        "no-enhanced-training",
-        0.913,
-        0.891,
-    ),
-    Claim("mixed attention raises CLIP-T", "main", "clip_t", "infinite-id", "no-mixed-attention", 0.340, 0.331),
+    paper_claim("identity-enhanced training raises CLIP-T", "main", "clip_t", "infinite-id", "no-enhanced-training"),
+    paper_claim("identity-enhanced training raises CLIP-I", "main", "clip_i", "infinite-id", "no-enhanced-training"),
+    paper_claim("mixed attention raises CLIP-T", "main", "clip_t", "infinite-id", "no-mixed-attention"),
     Claim(
         "mixed attention raises attribute accuracy (paper: via CLIP-T)",
         "main",
@@ -406,28 +361,16 @@ CLAIMS: tuple[Claim, ...] = (
         "infinite-id",
         "no-mixed-attention",
     ),
-    Claim(
-        "mixed attention costs a little ID similarity",
-        "main",
-        "face_sim",
-        "infinite-id",
-        "no-mixed-attention",
-        0.689,
-        0.700,
+    paper_claim(
+        "mixed attention costs a little ID similarity", "main", "face_sim", "infinite-id", "no-mixed-attention"
     ),
-    Claim("mutual attention loses identity", "main", "face_sim", "infinite-id", "mutual-attention", 0.689, 0.398),
-    Claim("mutual attention lowers CLIP-T", "main", "clip_t", "infinite-id", "mutual-attention", 0.340, 0.316),
-    Claim("mutual attention lowers CLIP-I", "main", "clip_i", "infinite-id", "mutual-attention", 0.913, 0.808),
-    Claim(
-        "Infinite-ID beats IP-Adapter on ID similarity",
-        "main",
-        "face_sim",
-        "infinite-id",
-        "ip-adapter-style",
-        0.689,
-        0.474,
+    paper_claim("mutual attention loses identity", "main", "face_sim", "infinite-id", "mutual-attention"),
+    paper_claim("mutual attention lowers CLIP-T", "main", "clip_t", "infinite-id", "mutual-attention"),
+    paper_claim("mutual attention lowers CLIP-I", "main", "clip_i", "infinite-id", "mutual-attention"),
+    paper_claim(
+        "Infinite-ID beats IP-Adapter on ID similarity", "main", "face_sim", "infinite-id", "ip-adapter-style"
     ),
-    Claim("Infinite-ID beats IP-Adapter on CLIP-T", "main", "clip_t", "infinite-id", "ip-adapter-style", 0.340, 0.274),
+    paper_claim("Infinite-ID beats IP-Adapter on CLIP-T", "main", "clip_t", "infinite-id", "ip-adapter-style"),
     Claim(
         "AdaIN-mean stylizes (style accuracy) where no AdaIN does not", "style", "attr_style", "adain-mean", "no-adain"
     ),
@@ -435,48 +378,16 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
-#: The smallest difference a verdict counts (cosine or accuracy units): less is no practical difference.
-MIN_EFFECT = 0.01
+def check_world_claims(records: dict[str, list[dict]], id_scale: float) -> list[dict[str, Any]]:
+    """:data:`CLAIMS` checked on the runs' records (``{run: records}``): each a paired difference over the same
+    identity, prompt and seed, with its standard error and verdict (:func:`infinite_id.evaluation.check_claims`)."""
+    tables = (("main", MAIN_ROWS), ("style", STYLE_ROWS))
+    rows = {(t, r.key): _row_records(t, r, records, id_scale) for t, table in tables for r in table}
+    return check_row_claims(CLAIMS, rows, MIN_EFFECT)
 
 
-def _paired_values(rows: Sequence[dict], metric: str) -> dict[tuple, float]:
-    """Per (identity, prompt, seed): the metric (ID similarity 0 where no face was detected)."""
-    out = {}
-    for r in rows:
-        value = (r.get("face_sim") if r.get("face_detected") else 0.0) if metric == "face_sim" else r.get(metric)
-        if value is not None:
-            out[(r["identity"], r["prompt_index"], r["seed"])] = float(value)
-    return out
-
-
-def check_claims(records: dict[str, list[dict]], id_scale: float) -> list[dict[str, Any]]:
-    """Each claim as a paired difference over the same identity, prompt and seed (mean ± standard error), and a
-    verdict: ``agrees`` / ``disagrees`` when the difference is beyond two standard errors and ``MIN_EFFECT`` from 0
-    with the paper's sign / the other sign, ``unclear`` otherwise."""
-    rows = {(t, r.key): r for t, table in (("main", MAIN_ROWS), ("style", STYLE_ROWS)) for r in table}
-    out = []
-    for claim in CLAIMS:
-        a = _paired_values(_row_records(claim.table, rows[(claim.table, claim.a)], records, id_scale), claim.metric)
-        b = _paired_values(_row_records(claim.table, rows[(claim.table, claim.b)], records, id_scale), claim.metric)
-        stats = summarize([a[k] - b[k] for k in a.keys() & b.keys()])
-        sign = 1.0 if claim.paper_a is None else math.copysign(1.0, claim.paper_a - claim.paper_b)
-        verdict = "unclear"
-        if stats["n"] and stats["mean"] is not None:
-            margin = max(2 * (stats["sem"] or 0.0), MIN_EFFECT)
-            if stats["mean"] * sign > margin:
-                verdict = "agrees"
-            elif stats["mean"] * sign < -margin:
-                verdict = "disagrees"
-        out.append(
-            {
-                **dataclasses.asdict(claim),
-                "difference": stats["mean"],
-                "sem": stats["sem"],
-                "n": stats["n"],
-                "verdict": verdict,
-            }
-        )
-    return out
+#: Deprecated alias of :func:`check_world_claims` (kept for one release).
+check_claims = check_world_claims
 
 
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -493,24 +404,13 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("attr_style", "style"),
 )
 _WITH_SEM = {"clip_t", "clip_i", "face_sim", "attr_acc"}
-
-
-def _cell(row: dict[str, Any], key: str) -> str:
-    value = row.get(key)
-    if value is None:
-        return "-"
-    text = f"{value:.3f}"
-    if key in _WITH_SEM and row.get(f"{key}_sem") is not None:
-        text += f" ± {row[f'{key}_sem']:.3f}"
-    return text
+_ROW_LEAD = (("label", "method"), ("n_images", "images"))
+_TRADEOFF_LEAD = (("method", "method"), ("id_scale", "ID scale"), ("n_images", "images"))
+_TRADEOFF_COLUMNS = (("clip_t", "CLIP-T"), ("face_sim", "ID sim"), ("attr_acc", "attr. acc."))
 
 
 def _markdown_table(rows: Sequence[dict[str, Any]]) -> list[str]:
-    columns = [(k, t) for k, t in COLUMNS if any(r.get(k) is not None for r in rows)]
-    lines = ["| method | images | " + " | ".join(t for _, t in columns) + " |", "|---|---|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append(f"| {row['label']} | {row['n_images']} | " + " | ".join(_cell(row, k) for k, _ in columns) + " |")
-    return lines
+    return markdown_table(rows, _ROW_LEAD, COLUMNS, _WITH_SEM)
 
 
 def _tables_markdown(result: dict[str, Any]) -> str:
@@ -526,7 +426,7 @@ def _tables_markdown(result: dict[str, Any]) -> str:
         f"Setup: {s['identities']} held-out identities (EVAL_IDENTITIES from {EVAL_IDENTITIES[0]}), one reference "
         f"photo each (plain frontal studio photo), {s['prompts']} raw-photo prompts, {s['styles']} style prompts, "
         f"{s['seeds']} seed(s), DDIM {s['steps']} steps, guidance {s['guidance_scale']}, ID scale {s['id_scale']}, "
-        f"{IMAGE_SIZE} px. Mean ± standard error over images.",
+        f"{IMAGE_SIZE} px. {ERROR_BARS[0].upper()}{ERROR_BARS[1:]}.",
         "",
         "## Main table: raw-photo prompts",
         "",
@@ -538,33 +438,19 @@ def _tables_markdown(result: dict[str, Any]) -> str:
         "",
         "## Trade-off over the ID scale (`tradeoff.png`)",
         "",
-        "| method | ID scale | images | CLIP-T | ID sim | attr. acc. |",
-        "|---|---|---|---|---|---|",
-    ]
-    for p in result["tradeoff"]:
-        lines.append(
-            f"| {p['method']} | {p['id_scale']:g} | {p['n_images']} | {_cell(p, 'clip_t')} | {_cell(p, 'face_sim')} "
-            f"| {_cell(p, 'attr_acc')} |"
-        )
-    lines += [
+        *markdown_table(result["tradeoff"], _TRADEOFF_LEAD, _TRADEOFF_COLUMNS, {k for k, _ in _TRADEOFF_COLUMNS}),
         "",
         "## The paper's claims, checked",
         "",
-        "Paired differences (row a minus row b over the same identity, prompt and seed), mean ± standard error; "
-        f"`agrees` / `disagrees`: beyond two standard errors and {MIN_EFFECT} from 0, with the paper's sign / "
-        "against it; `unclear` otherwise.",
-        "",
-        "| claim | metric | world: a - b | paper: a - b | verdict |",
-        "|---|---|---|---|---|",
+        *claims_markdown(result["claims"], measured="world", min_effect=MIN_EFFECT),
     ]
-    for c in result["claims"]:
-        world = "-" if c["difference"] is None else f"{c['difference']:+.3f} ± {c['sem'] or 0.0:.3f}"
-        paper_diff = "qualitative" if c["paper_a"] is None else f"{c['paper_a'] - c['paper_b']:+.3f}"
-        lines.append(f"| {c['text']} | {c['metric']} | {world} | {paper_diff} | {c['verdict']} |")
     ceiling = result["detector_ceiling"]
     paper = ["| method | CLIP-T | CLIP-I | M_FaceNet |", "|---|---|---|---|"]
     labels = {r.key: r.label for r in MAIN_ROWS}
-    paper += [f"| {labels[k]} | {a:.3f} | {b:.3f} | {c:.3f} |" for k, (a, b, c) in PAPER_ABLATIONS.items()]
+    paper += [
+        f"| {labels[k]} | {v['clip_t']:.3f} | {v['clip_i']:.3f} | {v['face_sim']:.3f} |"
+        for k, v in PAPER_ABLATIONS.items()
+    ]
     lines += [
         "",
         "## Notes",
@@ -600,18 +486,11 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     fields = ["table", "row", "label", "n_images"]
     for key, _ in COLUMNS:
         fields += [f for f in (key, f"{key}_sem") if any(f in r for r in rows)]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})
-    os.replace(tmp, path)
+    write_csv(path, rows, fields)
 
 
 def _grid(out: Path, rows: Sequence[Row], records: dict[str, list[dict]], id_scale: float, path: Path) -> None:
     """A small grid: one row per table row, one column per (identity, prompt) pair (seed 0, ID scale 1)."""
-    cell, label_width = 80, 290
     first = next((records[r.run] for r in rows if r.run and records.get(r.run)), [])
     if not first:
         return
@@ -619,28 +498,24 @@ def _grid(out: Path, rows: Sequence[Row], records: dict[str, list[dict]], id_sca
     identities = list(dict.fromkeys(i for i, _ in pairs))
     prompts = sorted({p for _, p in pairs})
     columns = [(identities[k % len(identities)], prompts[k % len(prompts)]) for k in range(min(4, len(pairs)))]
-    grid = Image.new("RGB", (label_width + cell * len(columns), cell * len(rows)), "white")
-    draw = ImageDraw.Draw(grid)
-    for y, row in enumerate(rows):
-        draw.text((4, y * cell + cell // 2 - 6), row.label[:48], fill="black")
-        for x, (identity, prompt_index) in enumerate(columns):
+    table: list[tuple[str, list[Path | None]]] = []
+    for row in rows:
+        sources: list[Path | None] = []
+        for identity, prompt_index in columns:
             if row.run is None:
-                source = out / "references" / f"{identity}.png"
-            else:
-                match = [
-                    r
-                    for r in records.get(row.run, [])
-                    if r["method"] == row.method
-                    and r["identity"] == identity
-                    and r["prompt_index"] == prompt_index
-                    and (r["method"] == "base-model" or math.isclose(r["id_scale"], id_scale))
-                ]
-                if not match:
-                    continue
-                source = out / "runs" / row.run / min(match, key=lambda r: r["seed"])["image"]
-            if source.is_file():
-                with Image.open(source) as image:
-                    grid.paste(image.convert("RGB").resize((cell, cell)), (label_width + x * cell, y * cell))
+                sources.append(out / "references" / f"{identity}.png")
+                continue
+            match = [
+                r
+                for r in records.get(row.run, [])
+                if r["method"] == row.method
+                and r["identity"] == identity
+                and r["prompt_index"] == prompt_index
+                and (r["method"] == "base-model" or math.isclose(r["id_scale"], id_scale))
+            ]
+            sources.append(out / "runs" / row.run / min(match, key=lambda r: r["seed"])["image"] if match else None)
+        table.append((row.label, sources))
+    grid = labelled_rows_grid(table, cell=80, label_width=290)
     _save_png(grid, path)
 
 
@@ -786,16 +661,16 @@ def reproduce(
         "main": _table_rows("main", MAIN_ROWS, records, config.id_scale),
         "style": _table_rows("style", STYLE_ROWS, records, config.id_scale),
         "tradeoff": points,
-        "claims": check_claims(records, config.id_scale),
+        "claims": check_world_claims(records, config.id_scale),
         "detector_ceiling": detector_ceiling(face_eval, list(references.values())),
         "timings_s": timings,
         "generation_s": {k: round(sum(r.get("generation_s", 0.0) for r in v), 1) for k, v in records.items()},
     }
-    _atomic_write(out / "results.json", json.dumps(result, indent=2, default=str) + "\n")
+    atomic_write(out / "results.json", json.dumps(result, indent=2, default=str) + "\n")
     _write_csv(out / "results.csv", result["main"] + result["style"])
-    _atomic_write(out / "tables.md", _tables_markdown(result))
+    atomic_write(out / "tables.md", _tables_markdown(result))
     if points:
-        _atomic_write(out / "tradeoff.json", json.dumps(points, indent=2) + "\n")
+        atomic_write(out / "tradeoff.json", json.dumps(points, indent=2) + "\n")
         plot_tradeoff(points, out / "tradeoff.png")
     _grid(out, MAIN_ROWS, records, config.id_scale, out / "grid.png")
     _grid(out, STYLE_ROWS, records, config.id_scale, out / "grid_style.png")

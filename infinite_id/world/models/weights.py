@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from ...outputs import check_output_dir
+from ...outputs import check_output_dir, new_temp_dir, replace_dir
 from ..stages import STAGE_TABLE
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).parents[1] / "weights"  # infinite_id/world/weights
@@ -106,7 +105,7 @@ def export_weights(train_out: str | Path, dest: str | Path, stages: Iterable[str
     check_output_dir(dest, what="--to", command="python -m infinite_id.world.models.weights export",
                      is_own=is_weights_dir, inputs=[source], overwrite=True)  # fmt: skip
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    tmp = new_temp_dir(dest)
     try:
         for stage in finished:
             for relative in _weight_files(source / stage):
@@ -118,13 +117,7 @@ def export_weights(train_out: str | Path, dest: str | Path, stages: Iterable[str
             shutil.copy2(summary, tmp / "metrics.json")
         report = {"exported": finished, "missing": [s for s in selected if s not in finished]}
         (tmp / "export.json").write_text(json.dumps({"source": str(source.resolve()), **report}, indent=2) + "\n")
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
-            dest.rename(old)
-        tmp.rename(dest)
-        if old is not None:
-            shutil.rmtree(old)
+        replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

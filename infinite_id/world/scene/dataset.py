@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ...outputs import atomic_file
 from .captions import caption, sample_mentions, skin_tone
 from .factors import EVAL_IDENTITIES, TRAIN_IDENTITIES, Nuisance, Semantics, identity_from_id, identity_split
 from .render import Layout, render_with_layout
@@ -119,9 +119,9 @@ def build_dataset(
         identity_split(identity_id)  # raises for ids outside both ranges
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp_manifest = out / (MANIFEST_NAME + ".tmp")
     total = len(ids) * photos_per_identity
     with (
+        atomic_file(out / MANIFEST_NAME) as tmp_manifest,
         tmp_manifest.open("w", encoding="utf-8") as manifest,
         tqdm(total=total, desc="rendering", unit="img", disable=not progress) as bar,
     ):
@@ -136,7 +136,6 @@ def build_dataset(
                 record = {"identity": folder, "image": relative, "caption": example.caption, "labels": example.labels}
                 manifest.write(json.dumps(record) + "\n")
                 bar.update(1)
-    os.replace(tmp_manifest, out / MANIFEST_NAME)
     return out / MANIFEST_NAME
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
+from ...outputs import atomic_file, atomic_write
 from ..models.attributes import images_to_tensor
 from ..scene.dataset import example_rng, sample_example
 from ..scene.factors import TRAIN_IDENTITIES
@@ -53,12 +53,6 @@ def vae_digest(vae_dir: str | Path) -> str:
     for name in ("config.json", "diffusion_pytorch_model.safetensors"):
         digest.update((Path(vae_dir) / name).read_bytes())
     return digest.hexdigest()[:16]
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _chunk_paths(root: Path, index: int) -> tuple[Path, Path]:
@@ -95,7 +89,7 @@ def build_latent_cache(
     if (root / CACHE_NAME).is_file():
         return root
     root.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(root / PARTIAL_NAME, json.dumps(description).encode())
+    atomic_write(root / PARTIAL_NAME, json.dumps(description).encode())
     vae = AutoencoderKL.from_pretrained(vae_dir).eval()
     photos = [(i, k) for i in range(config.num_identities) for k in range(config.photos_per_identity)]
     chunks = range(0, len(photos), config.chunk_size)
@@ -110,11 +104,10 @@ def build_latent_cache(
             json.dumps({"identity": i, "photo": k, "caption": e.caption, **{n: e.labels[n] for n in _LABEL_KEYS}})
             for (i, k), e in zip(batch, examples, strict=True)
         ]
-        _atomic_write_bytes(records, ("\n".join(lines) + "\n").encode())
-        with open(arrays.with_name(arrays.name + ".tmp"), "wb") as f:
+        atomic_write(records, ("\n".join(lines) + "\n").encode())
+        with atomic_file(arrays) as tmp, open(tmp, "wb") as f:
             np.savez(f, latents=latents, face=face)
-        os.replace(arrays.with_name(arrays.name + ".tmp"), arrays)
-    _atomic_write_bytes(root / CACHE_NAME, json.dumps(description).encode())
+    atomic_write(root / CACHE_NAME, json.dumps(description).encode())
     (root / PARTIAL_NAME).unlink()
     return root
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from ...outputs import atomic_write
 from ..stages import STAGE_TABLE
 from .latent_cache import LatentCacheConfig, build_latent_cache
 from .train_adapters import AdapterTrainingConfig, train_adapter
@@ -137,9 +138,7 @@ def ready_stages(pending: Iterable[str], finished: Iterable[str]) -> list[str]:
 
 
 def _write_summary(path: Path, summary: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(summary, indent=2) + "\n")
 
 
 def _launch_stage(out: Path, stage: str, quick: bool, force: bool) -> subprocess.Popen:

@@ -22,7 +22,6 @@ training loss, steps and speed, and a held-out check that the adapter reads the 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ...outputs import atomic_file, atomic_write
 from ..models.face_model import MiniFaceEncoder, align_world_face, crops_to_tensor
 from ..scene.dataset import build_dataset, read_manifest
 from ..scene.factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
@@ -85,8 +85,7 @@ def build_training_source(
     encoder = MiniFaceEncoder.from_pretrained(face_encoder_dir).eval()
     (data / "embeddings").mkdir(parents=True, exist_ok=True)
     (data / "crops").mkdir(parents=True, exist_ok=True)
-    tmp = manifest.with_name(manifest.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as out, torch.no_grad():
+    with atomic_file(manifest) as tmp, tmp.open("w", encoding="utf-8") as out, torch.no_grad():
         for start in range(0, len(records), 256):
             chunk = records[start : start + 256]
             images = [Image.open(photos / r["image"]).convert("RGB") for r in chunk]
@@ -108,7 +107,6 @@ def build_training_source(
                     "face_box": record["labels"]["face_box"],  # the renderer's own, in pixels
                 }
                 out.write(json.dumps(line) + "\n")
-    os.replace(tmp, manifest)
     return manifest
 
 
@@ -240,9 +238,7 @@ def train_adapter(
         if report.skipped:
             raise RuntimeError(f"{len(report.skipped)} rendered photos were refused: see {cache}/skipped.jsonl")
     result = train(training_config(root / "base", cache, out / "run", config, progress))
-    tmp = out / (ADAPTER_NAME + ".tmp")
-    tmp.write_bytes(Path(result.adapter_path).read_bytes())
-    os.replace(tmp, out / ADAPTER_NAME)
+    atomic_write(out / ADAPTER_NAME, Path(result.adapter_path).read_bytes())
     window = result.losses[-config.loss_window :]
     metrics = {
         "final_loss": float(np.mean(window)) if window else float("nan"),

@@ -27,6 +27,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from ...outputs import atomic_write
+
 METRICS_NAME = "metrics.json"  # a finished stage's held-out metrics and the config that trained it
 CHECKPOINT_NAME = "checkpoint.safetensors"
 BEST_NAME = "best.safetensors"  # a trainer's best-so-far weights (early stopping), kept beside the checkpoint
@@ -45,9 +47,7 @@ def save_checkpoint(path: Path, modules: dict[str, nn.Module], step: int) -> Non
     state = {}
     for name, module in modules.items():
         state.update({f"{name}.{k}": v.detach().contiguous() for k, v in module.state_dict().items()})
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"step": str(step)})
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"step": str(step)}))
 
 
 def load_checkpoint(path: Path, modules: dict[str, nn.Module]) -> int:
@@ -76,9 +76,7 @@ def snapshot_checkpoint(out_dir: Path, names: tuple[str, ...] = (CHECKPOINT_NAME
         step = int(f.metadata()["step"])
     for name in names:
         if (out_dir / name).is_file():
-            tmp = out_dir / (snapshot_name(name) + ".tmp")
-            tmp.write_bytes((out_dir / name).read_bytes())
-            tmp.replace(out_dir / snapshot_name(name))
+            atomic_write(out_dir / snapshot_name(name), (out_dir / name).read_bytes())
     return step
 
 

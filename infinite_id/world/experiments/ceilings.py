@@ -82,6 +82,16 @@ def attribute_hits(classifier: AttributeClassifier, images: list[Image.Image], e
     }
 
 
+def accuracy_by_value(hits: list[float], examples: list[Example], name: str) -> dict[str, float]:
+    """The mean of ``hits`` (one attribute's 0/1 reads) per true value of attribute ``name``, in label order:
+    where a miss comes from (a thin accessory, one style's texture) rather than how large it is."""
+    by_value: dict[str, list[float]] = {}
+    for hit, example in zip(hits, examples, strict=True):
+        by_value.setdefault(example.labels[name], []).append(hit)
+    order = [v for v in ATTRIBUTE_VALUES[name] if v in by_value]
+    return {value: float(np.mean(by_value[value])) for value in order}
+
+
 def _similarities(analyzer, a: list[Image.Image], b: list[Image.Image]) -> tuple[np.ndarray, float]:
     """Row-wise cosine (0 where either face is missed) and the detection rate over both lists."""
     ea, fa = analyzer.embed_images(a)
@@ -126,6 +136,10 @@ def ceilings_report(weights_dir: str | Path, vae_dir: str | Path | None = None, 
         "vae": str(vae_dir or "base/vae"),
         "attributes_raw": {k: vars(Estimate.of(v)) for k, v in raw_hits.items()},
         "attributes_round_trip": {k: vars(Estimate.of(v)) for k, v in trip_hits.items()},
+        "attributes_by_value": {
+            k: {"raw": accuracy_by_value(raw_hits[k], examples, k), "round_trip": accuracy_by_value(v, examples, k)}
+            for k, v in trip_hits.items()
+        },
         "id_other_photo_true_landmarks": vars(Estimate.of(true_sim)),
         "id_other_photo_detector": vars(Estimate.of(raw_sim)),
         "id_other_photo_round_trip_detector": vars(Estimate.of(trip_sim)),
@@ -163,6 +177,10 @@ def format_report(report: dict) -> str:
     ]
     for name, raw in report["attributes_raw"].items():
         lines.append(f"| {name} | {est(raw)} | {est(report['attributes_round_trip'][name])} |")
+    lines += ["", "Per true value, real / round trip:"]
+    for name, values in report.get("attributes_by_value", {}).items():
+        cells = ", ".join(f"{v} {a:.2f} / {values['round_trip'][v]:.2f}" for v, a in values["raw"].items())
+        lines.append(f"- {name}: {cells}")
     lines += [
         "",
         "| ID similarity to another photo of the person (face_encoder_eval) | value |",

@@ -198,6 +198,11 @@ class TrainCache:
     def face_dim(self) -> int:
         return int(self.face_embeds.shape[1])
 
+    @property
+    def photos_with_face_box(self) -> int:
+        """How many entries know their face box (what ``train.face_loss_weight`` needs)."""
+        return sum(e.face_box is not None for e in self.entries)
+
     def crop_path(self, entry: CacheEntry) -> Path:
         return self.root / entry.crop
 
@@ -235,11 +240,16 @@ class EpochSampler(torch.utils.data.Sampler):
         return iter([(self.epoch, i) for i in order])
 
 
+def _resized_size(size: tuple[int, int], resolution: int) -> tuple[int, int]:
+    """(w, h) of a photo of ``size`` = (w, h) resized so its short side is ``resolution``."""
+    w, h = size
+    scale = resolution / min(w, h)
+    return max(resolution, round(w * scale)), max(resolution, round(h * scale))
+
+
 def _fit_square(image: Image.Image, resolution: int, center_crop: bool, rng: random.Random):
     """Resize the short side to ``resolution`` and crop a square; return the crop and its top-left corner."""
-    w, h = image.size
-    scale = resolution / min(w, h)
-    nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+    nw, nh = _resized_size(image.size, resolution)
     image = image.resize((nw, nh), Image.Resampling.BICUBIC)
     if center_crop:
         top, left = (nh - resolution) // 2, (nw - resolution) // 2
@@ -258,9 +268,7 @@ def box_in_crop(
     crop, clipped to it; ``NO_BOX`` (all zeros) when the box is unknown or cropped away."""
     if box is None:
         return torch.tensor(NO_BOX)
-    w, h = size
-    scale = resolution / min(w, h)
-    nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+    nw, nh = _resized_size(size, resolution)
     top, left = top_left
     x0, y0, x1, y1 = box
     xs = [min(max((x * nw - left) / resolution, 0.0), 1.0) for x in (x0, x1)]
@@ -398,7 +406,7 @@ class IdentityPairDataset(torch.utils.data.Dataset):
             "photos": len(self.cache.entries),
             "identities": len(self.by_identity),
             "single_photo_identities": self.single_photo_identities,
-            "photos_with_face_box": sum(e.face_box is not None for e in self.cache.entries),
+            "photos_with_face_box": self.cache.photos_with_face_box,
         }
 
     def reference_index(self, index: int, rng: random.Random) -> int:

@@ -247,7 +247,7 @@ def write_shards(
         "samples": report.samples,
         "identities": report.identities,
         "single_photo_identities": sum(s["single_photo_identities"] for s in shards),
-        "photos_with_face_box": sum(e.face_box is not None for e in cache.entries),
+        "photos_with_face_box": cache.photos_with_face_box,
         "shard_size": shard_size,
         "seed": seed,
         "shards": shards,

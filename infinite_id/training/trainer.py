@@ -271,10 +271,7 @@ def train(
         cache = TrainCache.load(config.data.cache)
         face_encoder = FaceEncoderInfo.from_dict(cache.info["face_encoder"])
         photos = len(cache.entries)
-    if cache is not None:
-        boxed = sum(e.face_box is not None for e in cache.entries)
-    else:
-        boxed = int(shard_index.info.get("photos_with_face_box", 0))
+    boxed = cache.photos_with_face_box if cache is not None else int(shard_index.info.get("photos_with_face_box", 0))
     if t.face_loss_weight and not boxed:
         raise ConfigError(
             f"train.face_loss_weight={t.face_loss_weight} needs face boxes, and {data_source} has none: rebuild it "

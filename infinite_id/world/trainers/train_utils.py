@@ -50,14 +50,19 @@ def save_checkpoint(path: Path, modules: dict[str, nn.Module], step: int) -> Non
     atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"step": str(step)}))
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step a checkpoint written by :func:`save_checkpoint` was saved at (read from its header only)."""
+    with safe_open(str(path), "pt") as f:
+        return int(f.metadata()["step"])
+
+
 def load_checkpoint(path: Path, modules: dict[str, nn.Module]) -> int:
     """Load a checkpoint written by :func:`save_checkpoint` into ``modules``; return its step."""
     state = load_file(str(path))
     for name, module in modules.items():
         prefix = name + "."
         module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
-    with safe_open(str(path), "pt") as f:
-        return int(f.metadata()["step"])
+    return checkpoint_step(path)
 
 
 def snapshot_name(name: str) -> str:
@@ -72,8 +77,7 @@ def snapshot_checkpoint(out_dir: Path, names: tuple[str, ...] = (CHECKPOINT_NAME
     checkpoint = out_dir / CHECKPOINT_NAME
     if not checkpoint.is_file():
         return None
-    with safe_open(str(checkpoint), "pt") as f:
-        step = int(f.metadata()["step"])
+    step = checkpoint_step(checkpoint)
     for name in names:
         if (out_dir / name).is_file():
             atomic_write(out_dir / snapshot_name(name), (out_dir / name).read_bytes())

@@ -79,6 +79,15 @@ STAGE_TABLE: dict[str, Stage] = {
             {"seed": 0, "steps": 1500},
             files=_CNN_FILES,
         ),
+        # The independent attribute judge: the same recipe from another seed. The VAE's feature loss reads the
+        # ``attributes`` classifier, so the round-trip tables are judged by this one. Not shipped yet (its files
+        # join the shipped weights with the v2 release).
+        Stage(
+            "attributes_eval",
+            "trainers.train_attributes:train_attribute_classifier",
+            "trainers.train_attributes:AttributeTrainingConfig",
+            {"seed": 1, "steps": 1500},
+        ),
         Stage(
             "landmarks",
             "trainers.train_landmarks:train_landmark_detector",

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from infinite_id.world.experiments.ceilings import accuracy_by_value, format_report
+from infinite_id.world.experiments.ceilings import accuracy_by_value, format_report, judge_folder
 
 pytestmark = pytest.mark.world
 
@@ -42,3 +42,12 @@ def test_the_report_prints_each_attribute_by_value():
         "bars": {"attribute accessory": True},
     }  # fmt: skip
     assert "- accessory: none 1.00 / 1.00, earrings 0.50 / 0.00" in format_report(report)
+
+
+def test_the_independent_attribute_judge_is_preferred_where_the_folder_has_it(tmp_path):
+    assert judge_folder(tmp_path) == tmp_path / "attributes"  # no independent judge: the VAE loss's classifier
+    (tmp_path / "attributes_eval").mkdir()
+    assert judge_folder(tmp_path) == tmp_path / "attributes"  # an empty folder is not a judge
+    (tmp_path / "attributes_eval" / "model.safetensors").write_bytes(b"")
+    assert judge_folder(tmp_path) == tmp_path / "attributes_eval"
+    assert judge_folder(tmp_path, tmp_path / "mine") == tmp_path / "mine"  # an explicit --judge wins

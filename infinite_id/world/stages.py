@@ -102,6 +102,15 @@ STAGE_TABLE: dict[str, Stage] = {
             {"seed": 0, "steps": 3000},
             inputs=("face_encoder", "attributes"),
         ),
+        # The decoder refined with the encoder frozen (the latent cache and the base UNet stay valid): the levers
+        # aim at what the ``vae`` round trip loses, earrings, necklaces and the oil painting's texture.
+        Stage(
+            "vae_decoder",
+            "trainers.retrain:refine_vae_decoder_stage",
+            "trainers.train_vae:DecoderRefinementConfig",
+            {"seed": 0, "steps": 1500},
+            inputs=("vae", "face_encoder", "attributes"),
+        ),
         Stage(
             "latent_cache",
             "trainers.retrain:build_latent_cache_stage",

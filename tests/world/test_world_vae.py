@@ -15,11 +15,19 @@ from infinite_id.world.models import configs
 from infinite_id.world.models.attributes import AttributeClassifier, images_to_tensor
 from infinite_id.world.models.face_model import MiniFaceEncoder, align_world_face, crops_to_tensor
 from infinite_id.world.scene.dataset import sample_example
+from infinite_id.world.scene.factors import ACCESSORIES, STYLES, Nuisance, Semantics, identity_from_id
+from infinite_id.world.scene.render import accessory_mask, render
 from infinite_id.world.trainers.train_vae import (
+    DecoderRefinementConfig,
     PerceptualLoss,
     VaeTrainingConfig,
+    balanced_semantics,
     face_sampling_grid,
     normalise_latents,
+    pixel_weights,
+    refine_decoder,
+    refinement_batch,
+    refinement_loss,
     train_vae,
     training_batch,
     vae_loss,
@@ -77,10 +85,11 @@ def test_the_face_weight_counts_the_face_more():
     mask = batch.face_mask
     face_error = batch.pixels + 0.5 * mask
     background_error = batch.pixels + 0.5 * (1 - mask)
-    flat = weighted_pixel_error(face_error, batch.pixels, mask, 0.0)
-    assert weighted_pixel_error(face_error, batch.pixels, mask, 10.0) > 2 * flat
-    assert weighted_pixel_error(background_error, batch.pixels, mask, 10.0) < weighted_pixel_error(
-        background_error, batch.pixels, mask, 0.0
+    flat = weighted_pixel_error(face_error, batch.pixels, pixel_weights(batch, 0.0))
+    heavy, light = pixel_weights(batch, 10.0), pixel_weights(batch, 0.0)
+    assert weighted_pixel_error(face_error, batch.pixels, heavy) > 2 * flat
+    assert weighted_pixel_error(background_error, batch.pixels, heavy) < weighted_pixel_error(
+        background_error, batch.pixels, light
     )
 
 
@@ -116,3 +125,63 @@ def test_smoke_training_writes_normalised_latents(tmp_path):
     assert vae.config.latent_channels == configs.LATENT_CHANNELS
     assert abs(metrics["latent_mean"]) < 0.5 and 0.5 < metrics["latent_std"] < 2.0
     assert json.loads((tmp_path / "vae" / "metrics.json").read_text())["metrics"] == metrics
+
+
+def test_the_accessory_mask_is_what_the_accessory_changes():
+    identity, nuisance = identity_from_id(3), Nuisance.sample(np.random.default_rng(3))
+    plain_semantics = Semantics(accessory="none", style="photo")
+    plain = render(identity, plain_semantics, nuisance)
+    assert not accessory_mask(plain, identity, plain_semantics, nuisance).any()
+    for accessory in ("earrings", "necklace", "hat"):
+        semantics = Semantics(accessory=accessory, style="photo")
+        image = render(identity, semantics, nuisance)
+        mask = accessory_mask(image, identity, semantics, nuisance)
+        assert 0 < mask.mean() < 0.2, accessory
+        changed = np.abs(np.asarray(image, dtype=np.int16) - np.asarray(plain, dtype=np.int16)).max(axis=2)
+        assert changed[~mask].max() <= 1  # outside the mask the image is the accessory-free render
+    earrings = accessory_mask(render(identity, Semantics(accessory="earrings"), nuisance), identity,
+                              Semantics(accessory="earrings"), nuisance)  # fmt: skip
+    assert earrings.mean() < 0.05  # a few dozen pixels: what a mean over the image would drown
+
+
+def test_refinement_batches_are_balanced_masked_and_a_function_of_the_step():
+    config = DecoderRefinementConfig(batch_size=6)
+    batch = refinement_batch(config, 3, crop_size=8)
+    assert batch.accessory_mask.shape == batch.face_mask.shape == (6, 1, configs.IMAGE_SIZE, configs.IMAGE_SIZE)
+    torch.testing.assert_close(batch.pixels, refinement_batch(config, 3, crop_size=8).pixels)
+    assert not torch.equal(batch.pixels, refinement_batch(config, 4, crop_size=8).pixels)
+    weights = pixel_weights(batch, 0.0, 8.0)
+    torch.testing.assert_close(weights, 1 + 8.0 * batch.accessory_mask)
+    draws = [balanced_semantics(np.random.default_rng(i)) for i in range(600)]
+    for name, values in (("style", STYLES), ("accessory", ACCESSORIES)):
+        shares = [sum(getattr(d, name) == v for d in draws) / len(draws) for v in values]
+        assert max(shares) < 2.2 / len(values) and min(shares) > 0.4 / len(values), (name, shares)
+
+
+def test_the_refinement_trains_the_decoder_and_keeps_the_encoder(tmp_path):
+    torch.manual_seed(0)
+    first = configs.make_vae()
+    first.save_pretrained(tmp_path / "vae")
+    face, attributes = tmp_path / "face", tmp_path / "attributes"
+    _perceptual().face_encoder.save_pretrained(face)
+    _perceptual().attributes.save_pretrained(attributes)
+    config = DecoderRefinementConfig(steps=2, batch_size=2, eval_images=4)
+    metrics = refine_decoder(tmp_path / "refined", tmp_path / "vae", face, attributes, config, progress=False)
+    refined = AutoencoderKL.from_pretrained(tmp_path / "refined")
+    for name, value in first.state_dict().items():
+        same = torch.equal(value, refined.state_dict()[name])
+        assert same == (not name.startswith(("decoder.", "post_quant_conv."))), name
+    assert metrics["psnr_db"] > 0 and metrics["encoder_from"] == str(tmp_path / "vae")
+    # the loss reaches the decoder only
+    loss = refinement_loss(refined, refinement_batch(config, 0, 40), config, _perceptual())
+    loss.backward()
+    assert all(p.grad is None for p in refined.encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in refined.decoder.parameters())
+
+
+def test_the_texture_loss_sees_texture_an_average_colour_keeps():
+    perceptual = _perceptual()
+    pixels = training_batch(VaeTrainingConfig(batch_size=2), 0).pixels
+    assert perceptual.texture_loss(pixels, pixels) == 0
+    blurred = F.avg_pool2d(pixels, 5, stride=1, padding=2, count_include_pad=False)
+    assert perceptual.texture_loss(blurred, pixels) > 0

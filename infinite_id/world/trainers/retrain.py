@@ -45,7 +45,7 @@ from .train_adapters import AdapterTrainingConfig, train_adapter
 from .train_face import FaceTrainingConfig
 from .train_unet import UnetTrainingConfig, train_unet
 from .train_utils import snapshot_checkpoint
-from .train_vae import VaeTrainingConfig, train_vae
+from .train_vae import DecoderRefinementConfig, VaeTrainingConfig, refine_decoder, train_vae
 
 SUMMARY_NAME = "metrics.json"
 
@@ -54,6 +54,13 @@ def train_vae_stage(stage_dir: Path, config: VaeTrainingConfig, progress: bool =
     """The VAE stage: its identity and feature losses read the ``face_encoder`` and ``attributes`` stages."""
     root = stage_dir.parent
     return train_vae(stage_dir, config, root / "face_encoder", root / "attributes", progress=progress)
+
+
+def refine_vae_decoder_stage(stage_dir: Path, config: DecoderRefinementConfig, progress: bool = True) -> dict:
+    """The decoder refinement stage: the ``vae`` stage's encoder frozen, its decoder trained further with the
+    ``face_encoder`` and ``attributes`` stages as loss networks."""
+    root = stage_dir.parent
+    return refine_decoder(stage_dir, root / "vae", root / "face_encoder", root / "attributes", config, progress)
 
 
 def build_latent_cache_stage(stage_dir: Path, config: LatentCacheConfig, progress: bool = True) -> dict:
@@ -84,7 +91,7 @@ def quick_config(config):
     """The same recipe shrunk to a two-step smoke run (for tests and for checking an installation)."""
     names = {f.name for f in dataclasses.fields(config)}
     changes = {k: v for k, v in {**_QUICK, **_QUICK_EVAL}.items() if k in names}
-    if type(config) in (VaeTrainingConfig, UnetTrainingConfig):
+    if type(config) in (VaeTrainingConfig, DecoderRefinementConfig, UnetTrainingConfig):
         changes["batch_size"] = 2
     if "num_identities" in names and type(config) is FaceTrainingConfig:
         changes["num_identities"] = 8

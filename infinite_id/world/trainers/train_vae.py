@@ -33,7 +33,16 @@ from ..models import configs
 from ..models.attributes import AttributeClassifier, images_to_tensor
 from ..models.face_model import MiniFaceEncoder, world_face_template
 from ..scene.dataset import sample_example
-from ..scene.factors import EVAL_IDENTITIES, TRAIN_IDENTITIES
+from ..scene.factors import (
+    ACCESSORIES,
+    EVAL_IDENTITIES,
+    STYLES,
+    TRAIN_IDENTITIES,
+    Nuisance,
+    Semantics,
+    identity_from_id,
+)
+from ..scene.render import accessory_mask
 from .train_utils import stage_folder, train_evaluate_save, training_command
 
 
@@ -57,6 +66,7 @@ class VaeBatch:
     pixels: torch.Tensor  # (B, 3, 64, 64) in [-1, 1]
     face_mask: torch.Tensor  # (B, 1, 64, 64) float
     face_grid: torch.Tensor  # (B, S, S, 2): grid_sample coordinates of the aligned face crop
+    accessory_mask: torch.Tensor | None = None  # (B, 1, 64, 64) float: what the accessory changes (refinement)
 
 
 def face_sampling_grid(landmarks, image_size: int, crop_size: int) -> torch.Tensor:
@@ -70,12 +80,17 @@ def face_sampling_grid(landmarks, image_size: int, crop_size: int) -> torch.Tens
     return torch.from_numpy((2 * source + 1) / image_size - 1).float()  # align_corners=False normalisation
 
 
-def _batch_from_examples(examples, crop_size: int) -> VaeBatch:
+def _masks(masks) -> torch.Tensor:
+    return torch.from_numpy(np.stack(masks)).float().unsqueeze(1)
+
+
+def _batch_from_examples(examples, crop_size: int, accessory_masks=None) -> VaeBatch:
     size = examples[0].image.size[0]
     return VaeBatch(
         pixels=images_to_tensor([e.image for e in examples]),
-        face_mask=torch.from_numpy(np.stack([e.layout.face_mask for e in examples])).float().unsqueeze(1),
+        face_mask=_masks([e.layout.face_mask for e in examples]),
         face_grid=torch.stack([face_sampling_grid(e.layout.landmarks, size, crop_size) for e in examples]),
+        accessory_mask=None if accessory_masks is None else _masks(accessory_masks),
     )
 
 
@@ -119,12 +134,34 @@ class PerceptualLoss(nn.Module):
         ]
         return torch.stack(losses).mean()
 
+    def texture_loss(self, reconstruction: torch.Tensor, pixels: torch.Tensor, layers: int = 3) -> torch.Tensor:
+        """Relative squared error of the Gram matrices (channel correlations, position-free) of the first
+        ``layers`` feature maps: the statistics of brush strokes, hatching and dots, which an aligned loss averages
+        away when their phase is uncertain."""
 
-def weighted_pixel_error(
-    reconstruction: torch.Tensor, pixels: torch.Tensor, face_mask: torch.Tensor, face_weight: float
-) -> torch.Tensor:
-    """L1 + MSE per pixel, a weighted mean with weight ``1 + face_weight`` on the face."""
-    weight = 1 + face_weight * face_mask
+        def gram(x: torch.Tensor) -> torch.Tensor:
+            features = x.flatten(2)
+            return features @ features.transpose(1, 2) / features.shape[-1]
+
+        with torch.no_grad():
+            targets = [gram(m) for m in self.feature_maps(pixels)[:layers]]
+        losses = [
+            (gram(a) - b).pow(2).mean() / b.pow(2).mean().clamp_min(1e-6)
+            for a, b in zip(self.feature_maps(reconstruction)[:layers], targets, strict=True)
+        ]
+        return torch.stack(losses).mean()
+
+
+def pixel_weights(batch: VaeBatch, face_weight: float, accessory_weight: float = 0.0) -> torch.Tensor:
+    """Per-pixel loss weights ``1 + face_weight * face + accessory_weight * accessory``, shape (B, 1, H, W)."""
+    weight = 1 + face_weight * batch.face_mask
+    if accessory_weight and batch.accessory_mask is not None:
+        weight = weight + accessory_weight * batch.accessory_mask
+    return weight
+
+
+def weighted_pixel_error(reconstruction: torch.Tensor, pixels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """L1 + MSE per pixel, their weighted mean (``weight`` from :func:`pixel_weights`)."""
     error = reconstruction - pixels
     return (weight * (error.abs() + error.pow(2))).mean() / weight.mean()
 
@@ -134,7 +171,7 @@ def vae_loss(
 ) -> torch.Tensor:
     posterior = vae.encode(batch.pixels).latent_dist
     reconstruction = vae.decode(posterior.sample()).sample
-    loss = weighted_pixel_error(reconstruction, batch.pixels, batch.face_mask, config.face_weight)
+    loss = weighted_pixel_error(reconstruction, batch.pixels, pixel_weights(batch, config.face_weight))
     if perceptual is not None:
         if config.identity_weight:
             loss = loss + config.identity_weight * perceptual.identity_loss(
@@ -256,6 +293,113 @@ def train_vae(
         vae.save_pretrained,
         progress=progress,
         desc="VAE",
+    )
+
+
+@dataclass
+class DecoderRefinementConfig:
+    """Refine the decoder of a trained VAE with its encoder frozen. The latents stay bit for bit what they were, so
+    the latent cache and a base UNet trained on it stay valid; only what the decoder draws from them changes.
+
+    The levers aim at what the first stage's round trip loses (docs/world.md): small accessories (extra pixel
+    weight on what the accessory changes, see :func:`~infinite_id.world.scene.render.accessory_mask`), style
+    textures (a Gram-matrix texture term), and the rare classes themselves (every style and accessory drawn
+    equally often instead of half photos and 30% without an accessory)."""
+
+    num_identities: int = 100_000
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 1e-4  # a tenth of the first stage's: one Adam step at 3e-4 already costs 1.6 dB
+    face_weight: float = 3.0
+    accessory_weight: float = 8.0  # extra pixel weight on the accessory mask
+    identity_weight: float = 0.3
+    feature_weight: float = 0.1
+    texture_weight: float = 0.5  # Gram matrices of the attribute classifier's first feature maps
+    balanced_semantics: bool = True  # styles and accessories drawn uniformly
+    seed: int = 0
+    eval_images: int = 200
+    checkpoint_every: int = 250
+
+
+def balanced_semantics(rng: np.random.Generator) -> Semantics:
+    """Semantics with every style and every accessory (none included) equally likely."""
+    semantics = Semantics.sample(rng, {s: 1.0 for s in STYLES})
+    return replace(semantics, accessory=ACCESSORIES[int(rng.integers(len(ACCESSORIES)))])
+
+
+def refinement_batch(config: DecoderRefinementConfig, step: int, crop_size: int = 40) -> VaeBatch:
+    """A batch of training renders with face and accessory masks; a pure function of ``(seed, step)``."""
+    rng = np.random.default_rng([config.seed, 44, step])
+    ids = rng.integers(0, min(config.num_identities, len(TRAIN_IDENTITIES)), config.batch_size).tolist()
+    examples, masks = [], []
+    for j, identity_id in enumerate(ids):
+        example_rng = np.random.default_rng([config.seed, 45, step, j])
+        semantics = balanced_semantics(example_rng) if config.balanced_semantics else None
+        example = sample_example(identity_id, example_rng, semantics=semantics)
+        examples.append(example)
+        masks.append(
+            accessory_mask(
+                example.image,
+                identity_from_id(identity_id),
+                Semantics.from_dict({k: example.labels[k] for k in Semantics().to_dict()}),
+                Nuisance.from_dict(example.labels["nuisance"]),
+            )
+        )
+    return _batch_from_examples(examples, crop_size, masks)
+
+
+def refinement_loss(
+    vae: AutoencoderKL, batch: VaeBatch, config: DecoderRefinementConfig, perceptual: PerceptualLoss
+) -> torch.Tensor:
+    """The decoder's loss on latents of the frozen encoder (posterior samples, as the first stage decoded)."""
+    with torch.no_grad():
+        latents = vae.encode(batch.pixels).latent_dist.sample()
+    reconstruction = vae.decode(latents).sample
+    weights = pixel_weights(batch, config.face_weight, config.accessory_weight)
+    loss = weighted_pixel_error(reconstruction, batch.pixels, weights)
+    if config.identity_weight:
+        loss = loss + config.identity_weight * perceptual.identity_loss(reconstruction, batch.pixels, batch.face_grid)
+    if config.feature_weight:
+        loss = loss + config.feature_weight * perceptual.feature_loss(reconstruction, batch.pixels)
+    if config.texture_weight:
+        loss = loss + config.texture_weight * perceptual.texture_loss(reconstruction, batch.pixels)
+    return loss
+
+
+def refine_decoder(
+    out_dir: str | Path,
+    vae_dir: str | Path,
+    face_encoder_dir: str | Path,
+    attributes_dir: str | Path,
+    config: DecoderRefinementConfig | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Refine (or resume refining) the decoder of the VAE in ``vae_dir`` into ``out_dir``; the encoder and the
+    latent normalisation are copied unchanged. Returns and saves held-out metrics."""
+    config = config or DecoderRefinementConfig()
+    out = stage_folder(out_dir, config.seed)
+    vae = AutoencoderKL.from_pretrained(vae_dir)
+    frozen = [vae.encoder, vae.quant_conv]
+    for module in frozen:
+        module.eval().requires_grad_(False)
+    perceptual = load_perceptual_loss(face_encoder_dir, attributes_dir)
+    crop_size = perceptual.face_encoder.config.input_size
+
+    def evaluate() -> dict:
+        metrics = evaluate_vae(vae, config.eval_images, seed=config.seed)
+        metrics["scaling_factor"] = vae.config.scaling_factor
+        metrics["encoder_from"] = str(vae_dir)
+        return metrics
+
+    return train_evaluate_save(
+        out,
+        config,
+        {"decoder": vae.decoder, "post_quant_conv": vae.post_quant_conv},
+        lambda step: refinement_loss(vae, refinement_batch(config, step, crop_size), config, perceptual),
+        evaluate,
+        vae.save_pretrained,
+        progress=progress,
+        desc="VAE decoder",
     )
 
 

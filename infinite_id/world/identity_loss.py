@@ -12,8 +12,10 @@ face backend derives its box from the landmarks: the box is the crop frame's fac
 (:data:`~infinite_id.world.face_backend.FACE_BOX_IN_CROP`) placed at the landmarks' position and scale, upright.
 So for a box from ``train-prepare`` with the ``mini`` analyzer the rebuilt crop has the aligned crop's centre
 and scale (to within a pixel; less where the box was clipped at the image border), and it differs only by the
-head's roll, which a box does not record. For a renderer's face box (a manifest's ``face_box``) the frame is the
-median one, so the crop is off by that box's spread around it (intersection over union about 0.7).
+head's roll, which a box does not record: on 16 renders its embedding's cosine with the aligned crop's is 0.91 on
+average (0.83 to 0.98; other identities: about 0). For a renderer's face box (a manifest's ``face_box``) the frame
+is only the median one, so the crop is off by that box's spread around it: cosine 0.74 on average (0.22 to 0.96).
+Prefer caches prepared with the ``mini`` analyzer for this loss.
 """
 
 from __future__ import annotations

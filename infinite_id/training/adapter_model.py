@@ -84,6 +84,8 @@ class TrainingComponents:
     noise_scheduler: object
     family: str
     weight_dtype: torch.dtype
+    # The frozen differentiable face encoder of the identity loss (``train.identity_loss_weight > 0``), else None.
+    identity_encoder: object | None = None
 
     @property
     def is_sdxl(self) -> bool:
@@ -201,10 +203,18 @@ def load_components(config: TrainConfig, face_encoder, weight_dtype: torch.dtype
     if config.train.gradient_checkpointing:
         pipe.unet.enable_gradient_checkpointing()
         pipe.unet.train()  # checkpointing is active in train mode; the frozen UNet has no dropout in SD configs
+    identity_encoder = None
+    if config.train.identity_loss_weight:
+        from .identity_loss import load_identity_encoder
+
+        identity_encoder = load_identity_encoder(config.train.identity_loss_encoder, "cpu")
+        if config.train.gradient_checkpointing:
+            pipe.vae.enable_gradient_checkpointing()  # the identity loss decodes with gradients
     return TrainingComponents(
         pipe=pipe,
         projection=projection,
         noise_scheduler=noise_scheduler,
         family=pipe.family,
         weight_dtype=weight_dtype,
+        identity_encoder=identity_encoder,
     )

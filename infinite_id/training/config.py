@@ -132,6 +132,13 @@ class TrainSection:
     # normalised to the same mean): the face is a small part of the image but all of the identity. 0: the
     # paper's plain loss. Needs face boxes in the data (``train-prepare`` records them with a face analyzer).
     face_loss_weight: float = 0.0
+    # Identity loss (beyond the paper, as PuLID): ``1 - cosine`` between a differentiable face encoder's
+    # embeddings of the VAE-decoded predicted clean image and of the target photo, added with this weight on the
+    # samples whose timestep is at most ``identity_loss_max_timestep`` (low noise: a recognisable x0). 0: off.
+    # Needs face boxes, and ``identity_loss_encoder``: a registered encoder (docs/training.md, "Identity loss").
+    identity_loss_weight: float = 0.0
+    identity_loss_max_timestep: int = 400
+    identity_loss_encoder: str | None = None
     # ``epsilon`` / ``v_prediction``; default: the base model's scheduler.
     prediction_type: str | None = None
     ema: EMASection = field(default_factory=EMASection)
@@ -196,6 +203,16 @@ class TrainConfig:
             problems.append("train.learning_rate must be > 0")
         if t.face_loss_weight < 0:
             problems.append("train.face_loss_weight must be >= 0")
+        if t.identity_loss_weight < 0:
+            problems.append("train.identity_loss_weight must be >= 0")
+        if t.identity_loss_max_timestep < 0:
+            problems.append("train.identity_loss_max_timestep must be >= 0")
+        if t.identity_loss_weight > 0:
+            from .identity_loss import unknown_encoder_problem
+
+            problem = unknown_encoder_problem(t.identity_loss_encoder)
+            if problem:
+                problems.append(problem)
         if self.data.resolution % 8:
             problems.append("data.resolution must be a multiple of 8")
         if self.output.checkpoint_every < 0 or self.output.keep_checkpoints < 1:

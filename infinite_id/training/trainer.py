@@ -29,7 +29,7 @@ from .adapter_model import AdapterTrainingModel, TrainingComponents, load_compon
 from .checkpointing import find_resume_checkpoint, list_checkpoints, read_trainer_state, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import EpochSampler, IdentityPairDataset, TrainCache, _stable_seed, collate_pairs
-from .losses import face_weighted_mse
+from .losses import face_weighted_mse, has_face_box, identity_cosine_loss, predicted_clean_latents
 
 logger = logging.getLogger(__name__)
 
@@ -91,16 +91,19 @@ class _Conditioning:
         return embeds, added
 
 
-def diffusion_loss(
+def loss_terms(
     model,
     comps: TrainingComponents,
     conditioning: _Conditioning,
     batch: dict[str, Any],
     generator,
     config: TrainConfig,
-) -> torch.Tensor:
-    """``|| target - model(z_t, t, c_id) ||^2`` for one batch (paper eq. in section 2); ``generator`` draws the
-    VAE sample, the noise and the timesteps."""
+) -> dict[str, torch.Tensor]:
+    """The loss of one batch and, when the identity loss is on, its parts: ``{"loss": total}``, plus
+    ``"diffusion"`` and ``"identity"`` (unweighted) with ``train.identity_loss_weight > 0``.
+
+    The diffusion term is ``|| target - model(z_t, t, c_id) ||^2`` (paper eq. in section 2); ``generator`` draws
+    the VAE sample, the noise and the timesteps. With the identity loss off, ``"loss"`` is that term itself."""
     t, device, vae = config.train, conditioning.device, comps.pipe.vae
     scheduler = comps.noise_scheduler
     pixels = batch["pixel_values"].to(device, next(vae.parameters()).dtype)
@@ -128,7 +131,54 @@ def diffusion_loss(
         if scheduler.config.prediction_type == "v_prediction"
         else noise
     )
-    return face_weighted_mse(pred, target, batch.get("face_box"), t.face_loss_weight)
+    diffusion = face_weighted_mse(pred, target, batch.get("face_box"), t.face_loss_weight)
+    if not t.identity_loss_weight:
+        return {"loss": diffusion}
+    identity = identity_term(comps, noisy, pred, timesteps, pixels, batch.get("face_box"), config)
+    return {"loss": diffusion + t.identity_loss_weight * identity, "diffusion": diffusion, "identity": identity}
+
+
+def identity_term(
+    comps: TrainingComponents,
+    noisy: torch.Tensor,
+    pred: torch.Tensor,
+    timesteps: torch.Tensor,
+    pixels: torch.Tensor,
+    face_boxes: torch.Tensor | None,
+    config: TrainConfig,
+) -> torch.Tensor:
+    """Mean ``1 - cosine(E(decode(x0)), E(target photo))`` over the samples with a face box and a timestep at most
+    ``train.identity_loss_max_timestep``; 0 when there are none. ``x0`` is the clean latents the prediction
+    implies, decoded by the frozen VAE *with* gradients, so the loss reaches the adapter through the UNet."""
+    zero = pred.new_zeros((), dtype=torch.float32)
+    if face_boxes is None:
+        return zero
+    face_boxes = face_boxes.to(pred.device)
+    chosen = (timesteps <= config.train.identity_loss_max_timestep) & has_face_box(face_boxes)
+    if not bool(chosen.any()):
+        return zero
+    scheduler, vae = comps.noise_scheduler, comps.pipe.vae
+    x0 = predicted_clean_latents(
+        noisy[chosen], pred[chosen], timesteps[chosen], scheduler.alphas_cumprod, scheduler.config.prediction_type
+    )
+    vae_dtype = next(vae.parameters()).dtype
+    decoded = vae.decode((x0 / vae.config.scaling_factor).to(vae_dtype)).sample.float()
+    boxes = face_boxes[chosen]
+    with torch.no_grad():
+        target = comps.identity_encoder(pixels[chosen].float(), boxes)
+    return identity_cosine_loss(comps.identity_encoder(decoded, boxes), target)
+
+
+def diffusion_loss(
+    model,
+    comps: TrainingComponents,
+    conditioning: _Conditioning,
+    batch: dict[str, Any],
+    generator,
+    config: TrainConfig,
+) -> torch.Tensor:
+    """The training loss of one batch (see :func:`loss_terms`)."""
+    return loss_terms(model, comps, conditioning, batch, generator, config)["loss"]
 
 
 def _register_state_hooks(accelerator, model_ref: list) -> None:
@@ -272,11 +322,13 @@ def train(
         face_encoder = FaceEncoderInfo.from_dict(cache.info["face_encoder"])
         photos = len(cache.entries)
     boxed = cache.photos_with_face_box if cache is not None else int(shard_index.info.get("photos_with_face_box", 0))
-    if t.face_loss_weight and not boxed:
-        raise ConfigError(
-            f"train.face_loss_weight={t.face_loss_weight} needs face boxes, and {data_source} has none: rebuild it "
-            "with `infinite-id train-prepare` and a face analyzer (or give face_box in the manifest), or set it to 0"
-        )
+    for option in ("face_loss_weight", "identity_loss_weight"):
+        if getattr(t, option) and not boxed:
+            raise ConfigError(
+                f"train.{option}={getattr(t, option)} needs face boxes, and {data_source} has none: rebuild it "
+                "with `infinite-id train-prepare` and a face analyzer (or give face_box in the manifest), or set it "
+                "to 0"
+            )
     if photos < t.batch_size * accelerator.num_processes:
         raise ConfigError(
             f"{photos} photos cannot fill one batch of {t.batch_size} per process on {accelerator.num_processes} "
@@ -301,6 +353,8 @@ def train(
         num_training_steps=t.max_steps * accelerator.num_processes,
     )
     pipe.vae.to(device)
+    if isinstance(comps.identity_encoder, torch.nn.Module):
+        comps.identity_encoder.to(device)
     needs_text = t.mode == "joint" or config.validation.every > 0
     for name in ("text_encoder", "text_encoder_2"):
         if getattr(pipe, name, None) is not None:
@@ -401,7 +455,8 @@ def train(
                 _stable_seed(t.seed, micro_total, accelerator.process_index) % (2**63)
             )
             with accelerator.accumulate(model):
-                loss = diffusion_loss(model, comps, conditioning, batch, g, config)
+                terms = loss_terms(model, comps, conditioning, batch, g, config)
+                loss = terms["loss"]
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and t.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(params, t.max_grad_norm)
@@ -423,10 +478,15 @@ def train(
             progress.update(1)
             progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
             if global_step % config.output.log_every == 0 or global_step == t.max_steps:
-                mean_loss = accelerator.gather(loss.detach().reshape(1)).mean().item()
+                means = {
+                    ("loss" if name == "loss" else f"loss_{name}"): accelerator.gather(value.detach().reshape(1))
+                    .mean()
+                    .item()
+                    for name, value in terms.items()
+                }
                 accelerator.log(
                     {
-                        "loss": mean_loss,
+                        **means,
                         "lr": lr_scheduler.get_last_lr()[0],
                         "epoch": epoch,
                         "same_photo_fraction": same_photo / max(seen, 1),

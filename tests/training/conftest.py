@@ -100,3 +100,15 @@ def make_config(tiny_model_dirs, identity_cache, tmp_path):
         return config_from_dict(data)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def boxed_cache(tmp_path_factory) -> Path:
+    """A cache of :func:`boxed_data.write_boxed_dataset`: every photo has a face box."""
+    from boxed_data import TEST_ENCODER, write_boxed_dataset
+
+    from infinite_id.training.preprocess import prepare_cache
+
+    root = tmp_path_factory.mktemp("boxed")
+    prepare_cache(write_boxed_dataset(root / "data"), root / "cache", face_encoder=TEST_ENCODER)
+    return root / "cache"

@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from boxed_data import TEST_ENCODER, write_boxed_dataset
 from PIL import Image
-from tiny_models import FACE_DIM
 
-from infinite_id.faces.base import FaceEncoderInfo
 from infinite_id.training.config import ConfigError
 from infinite_id.training.data import IdentityPairDataset, TrainCache, _fit_square, box_in_crop
 from infinite_id.training.losses import box_coverage, face_weighted_mse
 from infinite_id.training.preprocess import prepare_cache
-
-TEST_ENCODER = FaceEncoderInfo("precomputed", "test", FACE_DIM)
 
 
 @pytest.fixture(scope="module")
@@ -28,41 +24,6 @@ def processor():
     from transformers import CLIPImageProcessor
 
     return CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32)
-
-
-def _boxed_manifest(root: Path, identities: int = 4, photos: int = 3, width: int = 48, height: int = 40) -> Path:
-    """Photos with a bright "face" rectangle whose pixel box each manifest line gives as ``face_box``."""
-    rng = np.random.RandomState(0)
-    lines = []
-    for k in range(identities):
-        vector = rng.randn(FACE_DIM)
-        for j in range(photos):
-            pixels = rng.randint(0, 80, (height, width, 3)).astype("uint8")
-            x0, y0 = 8 + 2 * j, 6 + k
-            x1, y1 = x0 + 16, y0 + 20
-            pixels[y0:y1, x0:x1] = 230
-            path = root / f"id{k}" / f"{j}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(path)
-            lines.append(
-                {
-                    "identity": f"id{k}",
-                    "image": f"id{k}/{j}.png",
-                    "caption": f"photo {j} of person {k}",
-                    "embedding": (vector + 0.05 * rng.randn(FACE_DIM)).round(5).tolist(),
-                    "face_box": [x0, y0, x1, y1],
-                }
-            )
-    manifest = root / "manifest.jsonl"
-    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
-    return manifest
-
-
-@pytest.fixture(scope="module")
-def boxed_cache(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("boxed")
-    prepare_cache(_boxed_manifest(root / "data"), root / "cache", face_encoder=TEST_ENCODER)
-    return root / "cache"
 
 
 # ---------------------------------------------------------------- the pure functions
@@ -158,7 +119,7 @@ def test_manifest_face_boxes_reach_the_cache_the_items_and_the_shards(boxed_cach
 
 
 def test_a_bad_manifest_face_box_skips_that_photo(tmp_path):
-    manifest = _boxed_manifest(tmp_path / "data", identities=2, photos=2)
+    manifest = write_boxed_dataset(tmp_path / "data", identities=2, photos=2)
     lines = manifest.read_text().splitlines()
     bad = json.loads(lines[0])
     bad["face_box"] = [20, 5, 10, 30]  # x0 > x1

@@ -192,7 +192,7 @@ def test_the_copy_paste_gap_is_scored_against_another_photo_of_the_person(quick_
     other, _ = other_photo(identity)
     assert image_fingerprint(other) == image_fingerprint(other_photo(identity)[0])  # fixed per identity
     assert image_fingerprint(other) != image_fingerprint(reference_photo(identity)[0])
-    assert (out / "references" / "others" / f"id{identity}.png").is_file()
+    assert (out / "others" / f"id{identity}.png").is_file()
     for table in ("main", "style"):
         rows = {r["row"]: r for r in result[table]}
         for row in rows.values():  # every identity has its other photo, a missed face counting 0 in both

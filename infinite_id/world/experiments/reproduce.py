@@ -25,7 +25,8 @@ accuracy, its table rows and the claims that compare them.
 
 Outputs in ``--out``: ``tables.md`` (both tables, the command, the weights' fingerprint), ``results.csv``,
 ``results.json``, ``tradeoff.png`` / ``tradeoff.json``, ``grid.png`` and ``grid_style.png``; the runs themselves
-(images, records, settings) in ``runs/<run>/``. Run the same command again to resume: finished images are skipped.
+(images, records, settings) in ``runs/<run>/``; the photos in ``references/`` and ``others/``. Run the same command
+again to resume: finished images are skipped.
 """
 
 from __future__ import annotations
@@ -247,7 +248,7 @@ def _identities(out: Path, config: ReproduceConfig) -> tuple[list[EvaluationIden
     identities, layouts = [], []
     for identity_id in EVAL_IDENTITIES[: config.identities]:
         name = f"id{identity_id}"
-        path, other_path = out / "references" / f"{name}.png", out / "references" / "others" / f"{name}.png"
+        path, other_path = out / "references" / f"{name}.png", out / "others" / f"{name}.png"
         for render, target in ((reference_photo, path), (other_photo, other_path)):
             image, landmarks = render(identity_id)
             _render_once(image, target)

@@ -86,7 +86,10 @@ def eval_command(
     model: str = typer.Option(..., "--model", help="Base model: diffusers folder (SDXL or SD 1.5) or hub id."),
     adapter: str = typer.Option(..., "--adapter", help="Infinite-ID adapter (.safetensors, folder or hub id)."),
     identities: Path = typer.Option(
-        ..., "--identities", help="Folder: one photo per person, or one sub-folder of photos per person."
+        ...,
+        "--identities",
+        help="Folder: one photo per person, or one sub-folder of photos per person; a person's others/ sub-folder "
+        "holds other photos of them, scored for the copy-paste gap but never conditioned on.",
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Results folder; rerun with it to resume."),
     prompts: list[str] = typer.Option(
@@ -124,7 +127,8 @@ def eval_command(
     grids: bool = typer.Option(True, help="Write image grids."),
     report_only: bool = typer.Option(False, help="Only rebuild tables, grids and plot from existing records."),
 ) -> None:
-    """Evaluate Infinite-ID and its ablations: CLIP-T, CLIP-I, face similarity, DINO, detection rate."""
+    """Evaluate Infinite-ID and its ablations: CLIP-T, CLIP-I, face similarity, DINO, detection rate, and the
+    copy-paste gap where identities have other photos."""
     import json
 
     from ..evaluation import (

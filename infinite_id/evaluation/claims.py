@@ -94,11 +94,16 @@ EVAL_CLAIMS: tuple[Claim, ...] = (
 )
 
 
+#: Face metrics that count an image without a detected face as 0 (losing the face costs; it copies nothing).
+ZERO_IF_NO_FACE = ("face_sim", "face_sim_other", "copy_paste_gap")
+
+
 def metric_value(record: Mapping[str, Any], metric: str) -> float | None:
-    """One image's value of ``metric``; ID similarity is 0 where no face was detected (losing the face costs)."""
-    if metric == "face_sim" and "face_detected" in record:
-        return float(record["face_sim"]) if record["face_detected"] else 0.0
+    """One image's value of ``metric``; ID similarity (to the reference or to other photos, and their gap) is 0
+    where no face was detected (losing the face costs)."""
     value = record.get(metric)
+    if metric in ZERO_IF_NO_FACE and "face_detected" in record and metric in record:
+        return float(value) if record["face_detected"] and value is not None else 0.0
     return None if value is None else float(value)
 
 

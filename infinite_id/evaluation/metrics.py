@@ -37,6 +37,7 @@ __all__ = [
     "FaceScore",
     "FaceSimilarity",
     "NoReferenceFaceError",
+    "OTHER_PHOTOS_DIR",
     "choose_face_backend",
     "cosine_matrix",
     "summarize",
@@ -256,19 +257,43 @@ class FaceEmbedder(Protocol):
 
 
 class NoReferenceFaceError(UserInputError):
-    """A reference photo has no detectable face for the evaluation's face encoder."""
+    """A reference photo (or another photo of the person) has no detectable face for the evaluation's face
+    encoder."""
+
+
+#: The sub-folder of an identity's folder that holds its other photos: scored against, never conditioned on.
+OTHER_PHOTOS_DIR = "others"
 
 
 @dataclass
 class FaceScore:
-    """Face similarity of one generated image: ``similarity`` is ``None`` when no face was detected."""
+    """Face similarity of one generated image: ``similarity`` is ``None`` when no face was detected.
+
+    ``has_other``: the identity has other photos (besides the reference the method conditions on);
+    ``other_similarity`` is then the mean cosine to them, and the record carries ``face_sim_other`` and
+    ``copy_paste_gap`` (similarity to the reference minus to the other photos: how much of the "identity" is a
+    copy of the reference photo).
+    """
 
     detected: bool
     similarity: float | None
     num_faces: int
+    other_similarity: float | None = None
+    has_other: bool = False
+
+    @property
+    def copy_paste_gap(self) -> float | None:
+        if self.similarity is None or self.other_similarity is None:
+            return None
+        return self.similarity - self.other_similarity
 
     def to_dict(self) -> dict[str, Any]:
-        return {"face_detected": self.detected, "face_sim": self.similarity, "num_faces": self.num_faces}
+        row: dict[str, Any] = {"face_detected": self.detected, "face_sim": self.similarity}
+        row["num_faces"] = self.num_faces
+        if self.has_other:
+            row["face_sim_other"] = self.other_similarity
+            row["copy_paste_gap"] = self.copy_paste_gap
+        return row
 
 
 class FaceSimilarity:
@@ -302,29 +327,50 @@ class FaceSimilarity:
             return None, len(faces)
         return (vector / norm).astype(np.float32), len(faces)
 
-    def reference(self, images: Image.Image | Sequence[Image.Image], names: Sequence[str] | None = None) -> np.ndarray:
-        """Embeddings ``(n, dim)`` of reference photos; a reference without a face is an error, not a zero."""
+    def reference(
+        self,
+        images: Image.Image | Sequence[Image.Image],
+        names: Sequence[str] | None = None,
+        other: bool = False,
+    ) -> np.ndarray:
+        """Embeddings ``(n, dim)`` of reference photos (``other``: of other photos of the person, which are scored
+        against but not conditioned on); a photo without a face is an error, not a zero."""
         images = _rgb(images)
         rows = []
         for i, image in enumerate(images):
             vector, _ = self.embed(image)
             if vector is None:
-                name = names[i] if names is not None else f"reference #{i}"
+                name = names[i] if names is not None else f"{'other photo' if other else 'reference'} #{i}"
+                fix = (
+                    f"another photo of the person, used only for the copy-paste gap: use a clearer, frontal photo, "
+                    f"remove it from the identity's {OTHER_PHOTOS_DIR}/ folder, or use another --face-encoder"
+                    if other
+                    else "use a clearer, frontal photo of the face, or another --face-encoder"
+                )
                 raise NoReferenceFaceError(
-                    f"the evaluation face encoder ({self.describe()}) finds no face in {name}: use a clearer, "
-                    "frontal photo of the face, or another --face-encoder"
+                    f"the evaluation face encoder ({self.describe()}) finds no face in {name}: {fix}"
                 )
             rows.append(vector)
         return np.stack(rows)
 
-    def score(self, image: Image.Image, reference_embeds: np.ndarray) -> FaceScore:
-        """Mean cosine of the generated image's largest face to the reference embeddings."""
+    def score(
+        self, image: Image.Image, reference_embeds: np.ndarray, other_embeds: np.ndarray | None = None
+    ) -> FaceScore:
+        """Mean cosine of the generated image's largest face to the reference embeddings, and, given
+        ``other_embeds`` (other photos of the person), to those: the copy-paste measure."""
         vector, count = self.embed(_rgb(image)[0])
+        has_other = other_embeds is not None and len(other_embeds) > 0
         if vector is None:
-            return FaceScore(detected=False, similarity=None, num_faces=count)
-        refs = np.asarray(reference_embeds, dtype=np.float32).reshape(-1, vector.shape[0])
-        sims = cosine_matrix(torch.from_numpy(vector[None]), torch.from_numpy(refs))
-        return FaceScore(detected=True, similarity=float(sims.mean()), num_faces=count)
+            return FaceScore(detected=False, similarity=None, num_faces=count, has_other=has_other)
+        score = FaceScore(True, self._mean_cosine(vector, reference_embeds), count, has_other=has_other)
+        if has_other:
+            score.other_similarity = self._mean_cosine(vector, other_embeds)
+        return score
+
+    @staticmethod
+    def _mean_cosine(vector: np.ndarray, embeds: np.ndarray) -> float:
+        refs = np.asarray(embeds, dtype=np.float32).reshape(-1, vector.shape[0])
+        return float(cosine_matrix(torch.from_numpy(vector[None]), torch.from_numpy(refs)).mean())
 
 
 def summarize(values: Sequence[float | None]) -> dict[str, float | int | None]:

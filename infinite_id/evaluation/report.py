@@ -21,11 +21,12 @@ from PIL import Image, ImageDraw
 from ..outputs import atomic_write
 from .claims import ALL_PROMPTS, check_claims, claims_for_methods, claims_markdown, metric_value, rows_by_method
 from .methods import METHODS
-from .metrics import summarize
+from .metrics import OTHER_PHOTOS_DIR, summarize
 
 __all__ = [
     "ERROR_BARS",
     "aggregate",
+    "copy_paste_note",
     "evaluation_claims",
     "format_cell",
     "labelled_rows_grid",
@@ -43,13 +44,25 @@ __all__ = [
 ERROR_BARS = "mean ± standard error of the mean (sem) over images"
 #: The metrics :func:`summarize_records` averages besides the face columns.
 MEAN_METRICS = ("clip_t", "clip_i", "dino")
-METRIC_COLUMNS = ("clip_t", "clip_i", "face_sim", "face_sim_detected", "face_detection_rate", "dino")
+#: The copy-paste measure's columns: present only where an identity has other photos (``<identity>/others/``).
+COPY_PASTE_METRICS = ("face_sim_other", "copy_paste_gap")
+METRIC_COLUMNS = (
+    "clip_t",
+    "clip_i",
+    "face_sim",
+    "face_sim_detected",
+    "face_detection_rate",
+    *COPY_PASTE_METRICS,
+    "dino",
+)
 COLUMN_TITLES = {
     "clip_t": "CLIP-T",
     "clip_i": "CLIP-I",
     "face_sim": "Face sim",
     "face_sim_detected": "Face sim (detected)",
     "face_detection_rate": "Face det. rate",
+    "face_sim_other": "Face sim (other photo)",
+    "copy_paste_gap": "Copy-paste gap",
     "dino": "DINO",
 }
 
@@ -57,7 +70,8 @@ COLUMN_TITLES = {
 def summarize_records(records: Sequence[dict[str, Any]], metrics: Sequence[str] = MEAN_METRICS) -> dict[str, Any]:
     """One table row: ``n_images``; per metric present, its mean, ``_sem`` and ``_std``; and the face columns:
     ``face_sim`` (no face counts as 0) with its ``_sem``/``_std``, ``face_sim_detected`` and
-    ``face_detection_rate``."""
+    ``face_detection_rate``; and where images of identities with other photos are among the records, the
+    copy-paste columns ``face_sim_other`` and ``copy_paste_gap`` (no face counts as 0) over those images."""
     row: dict[str, Any] = {"n_images": len(records)}
     for metric in metrics:
         stats = summarize([r.get(metric) for r in records])
@@ -69,7 +83,30 @@ def summarize_records(records: Sequence[dict[str, Any]], metrics: Sequence[str] 
         row.update({"face_sim": with_zero["mean"], "face_sim_sem": with_zero["sem"], "face_sim_std": with_zero["std"]})
         row["face_sim_detected"] = summarize([r["face_sim"] for r in faces if r["face_detected"]])["mean"]
         row["face_detection_rate"] = sum(bool(r["face_detected"]) for r in faces) / len(faces)
+    for metric in COPY_PASTE_METRICS:
+        stats = summarize([metric_value(r, metric) for r in faces if metric in r])
+        if stats["n"]:
+            row[metric], row[f"{metric}_sem"], row[f"{metric}_std"] = stats["mean"], stats["sem"], stats["std"]
     return row
+
+
+def copy_paste_note(rows: Sequence[dict[str, Any]], with_others: int | None = None, of: int | None = None) -> str:
+    """The one line under a table on the copy-paste gap: what it is, or why its columns are absent.
+    ``with_others`` / ``of``: how many of the evaluated identities have other photos, when known."""
+    if not any(r.get("copy_paste_gap") is not None for r in rows):
+        if with_others:
+            return "Copy-paste gap: not measured, there is no face encoder (--face-encoder none)."
+        return (
+            "Copy-paste gap: not measured, no identity has other photos (put them in the identity's "
+            f"{OTHER_PHOTOS_DIR}/ sub-folder, docs/evaluation.md)."
+        )
+    count = f" ({with_others} of {of} identities)" if with_others is not None and of is not None else ""
+    return (
+        "Copy-paste gap = Face sim - Face sim (other photo): similarity to the reference photo the method "
+        f"conditions on minus the mean similarity to other photos of the same person{count}, over those "
+        "identities' images, a missed face counting 0 in both; near 0 the person is generated, large the "
+        "reference photo is copied."
+    )
 
 
 def aggregate(records: Sequence[dict[str, Any]], id_scale: float, methods: Sequence[str]) -> list[dict[str, Any]]:
@@ -148,7 +185,7 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], fields: Sequence
 
 
 #: The evaluation table's columns with error bars.
-ERROR_COLUMNS = ("clip_t", "clip_i", "face_sim", "dino")
+ERROR_COLUMNS = ("clip_t", "clip_i", "face_sim", *COPY_PASTE_METRICS, "dino")
 
 
 def write_tables(
@@ -176,6 +213,7 @@ def write_tables(
         f"(adapter trained with {settings.get('training_face_encoder')}); DINO: {settings.get('dino_model')}.",
         f"All similarities are raw cosines, {ERROR_BARS}. "
         "Face sim counts an image without a detected face as 0; Face sim (detected) leaves such images out.",
+        copy_paste_note(rows, *_identities_with_others(settings)),
     ]
     if claims:
         notes += ["", "## The paper's claims, checked", "", *claims_markdown(claims, measured="this run")]
@@ -189,6 +227,14 @@ def write_tables(
         data["claims"] = list(claims)
     atomic_write(paths["json"], json.dumps(data, indent=2, default=str) + "\n")
     return paths
+
+
+def _identities_with_others(settings: dict[str, Any]) -> tuple[int | None, int | None]:
+    """How many of the settings' identities have other photos, and of how many (``None`` when not recorded)."""
+    identities = settings.get("identities")
+    if not isinstance(identities, dict):
+        return None, None
+    return sum(bool(v.get("other_photos")) for v in identities.values() if isinstance(v, dict)), len(identities)
 
 
 def _label_cell(image: Image.Image, text: str, size: int) -> Image.Image:

@@ -33,7 +33,7 @@ from ..deprecation import renamed_names
 from ..errors import InfiniteIDError, MissingInputError, UserInputError
 from ..outputs import atomic_write, check_output_dir
 from .methods import Method
-from .metrics import ClipScorer, DinoScorer, FaceSimilarity
+from .metrics import OTHER_PHOTOS_DIR, ClipScorer, DinoScorer, FaceSimilarity
 from .prompt_sets import PromptSet
 
 __all__ = [
@@ -62,20 +62,41 @@ class ResumeMismatchError(InfiniteIDError, RuntimeError):
 
 @dataclass
 class EvaluationIdentity:
-    """One person: reference photo(s) and the class word that fills the prompts' ``{class_word}`` slot."""
+    """One person: reference photo(s) the methods condition on, the class word that fills the prompts'
+    ``{class_word}`` slot, and optionally ``others``: other photos of the person, used only to score the
+    copy-paste gap (is the generated face the person, or a copy of the reference photo?)."""
 
     name: str
     images: list[Path]
     class_word: str = "person"
+    others: list[Path] = field(default_factory=list)
 
     def fingerprint(self) -> list[str]:
-        return [f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}" for p in self.images]
+        return _fingerprint(self.images)
+
+    def settings(self) -> dict[str, Any]:
+        """What the settings record of this identity (the other photos only where there are some, so older
+        evaluations without them still resume)."""
+        data: dict[str, Any] = {"class_word": self.class_word, "photos": self.fingerprint()}
+        if self.others:
+            data["other_photos"] = _fingerprint(self.others)
+        return data
+
+
+def _fingerprint(paths: Sequence[Path]) -> list[str]:
+    return [f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}" for p in paths]
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def load_identities(folder: str | Path, class_word: str = "person") -> list[EvaluationIdentity]:
     """Identities from a folder: each image file is one person (named by its stem), each sub-folder of images is
-    one person with several photos. An optional ``identities.json`` gives class words: ``{"name": "woman"}`` or
-    ``{"name": {"class_word": "woman"}}``; others get ``class_word``."""
+    one person with several reference photos, and that sub-folder's own ``others/`` folder (if any) holds other
+    photos of the person, scored against for the copy-paste gap but never given to a method. An optional
+    ``identities.json`` gives class words: ``{"name": "woman"}`` or ``{"name": {"class_word": "woman"}}``; others
+    get ``class_word``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingInputError(f"identity folder {folder} does not exist")
@@ -91,9 +112,17 @@ def load_identities(folder: str | Path, class_word: str = "person") -> list[Eval
         if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
             identities.append(EvaluationIdentity(entry.stem, [entry], words.get(entry.stem, class_word)))
         elif entry.is_dir():
-            photos = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            photos = _images_in(entry)
+            others_dir = entry / OTHER_PHOTOS_DIR
+            others = _images_in(others_dir) if others_dir.is_dir() else []
+            if others and not photos:
+                raise UserInputError(
+                    f"{entry} has other photos in {OTHER_PHOTOS_DIR}/ but no reference photo: put the photo the "
+                    f"methods condition on in {entry} itself"
+                )
             if photos:
-                identities.append(EvaluationIdentity(entry.name, photos, words.get(entry.name, class_word)))
+                word = words.get(entry.name, class_word)
+                identities.append(EvaluationIdentity(entry.name, photos, word, others))
     names = [i.name for i in identities]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -267,7 +296,7 @@ class EvaluationRunner:
         data = self.settings.to_dict()
         data["methods"] = [m.to_dict() for m in self.methods]
         data["prompt_sets"] = [p.to_dict() for p in self.prompt_sets]
-        data["identities"] = {i.name: {"class_word": i.class_word, "photos": i.fingerprint()} for i in self.identities}
+        data["identities"] = {i.name: i.settings() for i in self.identities}
         return data
 
     @property
@@ -275,7 +304,7 @@ class EvaluationRunner:
         return self.output_dir / RECORDS_FILE
 
     def _prepare_output(self) -> None:
-        check_eval_output(self.output_dir, [p for i in self.identities for p in i.images])
+        check_eval_output(self.output_dir, [p for i in self.identities for p in (*i.images, *i.others)])
         self.output_dir.mkdir(parents=True, exist_ok=True)
         settings = self.full_settings()
         path = self.output_dir / SETTINGS_FILE
@@ -333,6 +362,9 @@ class EvaluationRunner:
                 refs["dino"] = self.dino.image_embeds(photos)
             if self.face is not None:
                 refs["face"] = self.face.reference(photos, names=[str(p) for p in identity.images])
+                if identity.others:
+                    others = [load_image(p) for p in identity.others]
+                    refs["face_other"] = self.face.reference(others, [str(p) for p in identity.others], other=True)
             refs["tokens"] = self.pipe.encode_identity(id_images=photos)
             cache[identity.name] = refs
         return cache[identity.name]
@@ -345,7 +377,7 @@ class EvaluationRunner:
         if self.dino is not None:
             scores["dino"] = float(self.dino.similarity([image], refs["dino"])[0])
         if self.face is not None:
-            scores.update(self.face.score(image, refs["face"]).to_dict())
+            scores.update(self.face.score(image, refs["face"], refs.get("face_other")).to_dict())
         return scores
 
     # ------------------------------------------------------------------ the run
@@ -359,6 +391,9 @@ class EvaluationRunner:
         if done:
             logger.info("resuming: %d of %d images already scored", len(done), total)
         refs_cache: dict[str, Any] = {}
+        # every photo's face is checked before the first image, so a photo without one stops the run at once
+        for identity in {job.identity.name: job.identity for job in todo}.values():
+            self._references(identity, refs_cache)
         with open(self.records_path, "a", encoding="utf-8") as out:
             for group in self._groups(todo):
                 first = group[0]

@@ -36,6 +36,9 @@ def test_eval_command_runs_resumes_and_rebuilds_reports(make_pipe, tiny_model_di
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "Infinite-ID (full)" in (out / "results.md").read_text()
+    # no identity has other photos: no copy-paste columns, and one line says why
+    assert "Copy-paste gap: not measured, no identity has other photos" in result.output
+    assert "copy_paste_gap" not in json.loads((out / "results.json").read_text())["rows"][0]
     # the two methods a claim compares were run: the report states its verdict, on screen and in results.json
     assert (
         "## The paper's claims, checked" in result.output

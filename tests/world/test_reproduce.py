@@ -22,6 +22,7 @@ from infinite_id.world.experiments.reproduce import (
     ReproduceConfig,
     check_world_claims,
     main,
+    other_photo,
     reference_photo,
     reproduce,
 )
@@ -183,3 +184,23 @@ def test_command_line_report_only(quick_run, quick_weights, capsys):
     main(["--weights", str(quick_weights), "--out", str(out), "--quick", "--report-only"])
     assert (out / "tables.md").is_file() and '"generated": 0' in capsys.readouterr().out
     assert "--report-only" in (out / "tables.md").read_text()
+
+
+def test_the_copy_paste_gap_is_scored_against_another_photo_of_the_person(quick_run):
+    out, result = quick_run
+    identity = 1_000_000_000
+    other, _ = other_photo(identity)
+    assert image_fingerprint(other) == image_fingerprint(other_photo(identity)[0])  # fixed per identity
+    assert image_fingerprint(other) != image_fingerprint(reference_photo(identity)[0])
+    assert (out / "others" / f"id{identity}.png").is_file()
+    for table in ("main", "style"):
+        rows = {r["row"]: r for r in result[table]}
+        for row in rows.values():  # every identity has its other photo, a missed face counting 0 in both
+            assert row["copy_paste_gap"] == pytest.approx(row["face_sim"] - row["face_sim_other"], abs=1e-6)
+            assert row["copy_paste_gap_sem"] is not None
+        copy = rows["reference-copy"]  # a perfect copy: similarity 1 to the reference, less to the other photo
+        assert copy["face_sim_other"] < 1.0 - 1e-3
+        assert copy["copy_paste_gap"] == pytest.approx(1.0 - copy["face_sim_other"], abs=1e-5)  # float32 cosines
+    records = read_records(out / "runs" / "raw-enhanced" / "records.jsonl")
+    assert all("face_sim_other" in r and "copy_paste_gap" in r for r in records)
+    assert "ID sim (other photo) ± sem | copy-paste gap ± sem |" in (out / "tables.md").read_text()

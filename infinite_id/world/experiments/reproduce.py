@@ -4,7 +4,9 @@
     python -m infinite_id.world.experiments.reproduce --weights /work/wtrain --out DIR  # a retrain run's weights
     python -m infinite_id.world.experiments.reproduce --out DIR --quick                 # a smoke run
 
-Held-out identities (``EVAL_IDENTITIES``) get one reference photo each, rendered as a plain studio photo. Every
+Held-out identities (``EVAL_IDENTITIES``) get one reference photo each, rendered as a plain studio photo, and one
+other photo (a random photo-style scene, pose and light), never given to a method, that the copy-paste gap scores
+against (ID similarity to the reference minus to the other photo: a copy of the reference scores high). Every
 row is generated over identities x prompts x seeds with the project's resumable evaluation runner
 (:mod:`infinite_id.evaluation`) and scored with the world's metric models
 (:mod:`infinite_id.world.models.world_metrics`):
@@ -23,7 +25,8 @@ accuracy, its table rows and the claims that compare them.
 
 Outputs in ``--out``: ``tables.md`` (both tables, the command, the weights' fingerprint), ``results.csv``,
 ``results.json``, ``tradeoff.png`` / ``tradeoff.json``, ``grid.png`` and ``grid_style.png``; the runs themselves
-(images, records, settings) in ``runs/<run>/``. Run the same command again to resume: finished images are skipped.
+(images, records, settings) in ``runs/<run>/``; the photos in ``references/`` and ``others/``. Run the same command
+again to resume: finished images are skipped.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -51,6 +55,7 @@ from ...evaluation.methods import METHODS
 from ...evaluation.metrics import FaceSimilarity
 from ...evaluation.prompt_sets import PromptSet
 from ...evaluation.report import (
+    COPY_PASTE_METRICS,
     ERROR_BARS,
     labelled_rows_grid,
     markdown_table,
@@ -72,6 +77,7 @@ from ..models.world_metrics import (
     semantic_scores,
 )
 from ..scene.captions import parse_prompt
+from ..scene.dataset import sample_example
 from ..scene.factors import EVAL_IDENTITIES, Nuisance, Semantics, identity_from_id
 from ..scene.render import render_with_layout
 
@@ -81,6 +87,7 @@ __all__ = [
     "STYLE_PROMPTS",
     "STYLE_ROWS",
     "ReproduceConfig",
+    "other_photo",
     "reference_photo",
     "reproduce",
 ]
@@ -107,6 +114,8 @@ STYLE_PROMPTS: tuple[str, ...] = (
 #: What the reference photo shows besides the person: a plain studio photo, frontal, neutral light.
 REFERENCE_SEMANTICS = Semantics(background="studio", clothing="t-shirt", clothing_colour="gray", style="photo")
 REFERENCE_NUISANCE = Nuisance()
+#: The random stream of each identity's other photo (``[OTHER_PHOTO_STREAM, identity id]``).
+OTHER_PHOTO_STREAM = 72
 ADAPTER_STAGES = {"identity_enhanced": "adapter_identity_enhanced", "joint": "adapter_joint"}
 METRIC_STAGES = ("face_encoder", "face_encoder_eval", "clip", "attributes", "landmarks", "base")
 IMAGE_SIZE = 64
@@ -220,17 +229,31 @@ def _save_png(image: Image.Image, path: Path) -> None:
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
-def _identities(out: Path, config: ReproduceConfig) -> tuple[list[EvaluationIdentity], dict[str, Any]]:
-    """Render (or reuse) the reference photos; returns the runner's identities and ``{name: landmarks}``."""
-    identities, layouts = [], {}
+def other_photo(identity_id: int) -> tuple[Image.Image, tuple[tuple[float, float], ...]]:
+    """Another photo of a held-out identity, for the copy-paste gap: the same person in a random photo-style
+    scene, pose and light (fixed per identity), and its five landmarks. Never given to a method."""
+    rng = np.random.default_rng([OTHER_PHOTO_STREAM, identity_id])
+    example = sample_example(identity_id, rng, size=IMAGE_SIZE, style_weights={"photo": 1.0})
+    return example.image, example.layout.landmarks
+
+
+def _render_once(image: Image.Image, path: Path) -> None:
+    if not path.is_file() or image_fingerprint(Image.open(path)) != image_fingerprint(image):
+        _save_png(image, path)  # a changed renderer changes the photo's hash: the runner then refuses to resume
+
+
+def _identities(out: Path, config: ReproduceConfig) -> tuple[list[EvaluationIdentity], list[tuple[Image.Image, Any]]]:
+    """Render (or reuse) the reference photos and one other photo per identity; returns the runner's identities
+    and every rendered photo with its known landmarks."""
+    identities, layouts = [], []
     for identity_id in EVAL_IDENTITIES[: config.identities]:
         name = f"id{identity_id}"
-        image, landmarks = reference_photo(identity_id)
-        path = out / "references" / f"{name}.png"
-        if not path.is_file() or image_fingerprint(Image.open(path)) != image_fingerprint(image):
-            _save_png(image, path)  # a changed renderer changes the photo's hash: the runner then refuses to resume
-        identities.append(EvaluationIdentity(name, [path], identity_from_id(identity_id).gender))
-        layouts[name] = landmarks
+        path, other_path = out / "references" / f"{name}.png", out / "others" / f"{name}.png"
+        for render, target in ((reference_photo, path), (other_photo, other_path)):
+            image, landmarks = render(identity_id)
+            _render_once(image, target)
+            layouts.append((image, landmarks))
+        identities.append(EvaluationIdentity(name, [path], identity_from_id(identity_id).gender, [other_path]))
     return identities, layouts
 
 
@@ -267,11 +290,12 @@ def _attribute_scores(attributes, image: Image.Image, prompt: str) -> dict[str, 
 
 
 def _score_reference(clip, face, attributes, image: Image.Image, prompt: str, refs: dict[str, Any]) -> dict:
-    """The reference photo scored as a generated image is (the runner's ``score``, without a pipeline)."""
+    """The reference photo scored as a generated image is (the runner's ``score``, without a pipeline): its
+    copy-paste gap is that of a perfect copy."""
     return {
         "clip_t": float(clip.clip_t([image], prompt)[0]),
         "clip_i": float(clip.clip_i([image], refs["clip"])[0]),
-        **face.score(image, refs["face"]).to_dict(),
+        **face.score(image, refs["face"], refs["face_other"]).to_dict(),
         **_attribute_scores(attributes, image, prompt),
     }
 
@@ -396,6 +420,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("face_sim", "ID sim"),
     ("face_sim_detected", "ID sim (detected)"),
     ("face_detection_rate", "face det."),
+    ("face_sim_other", "ID sim (other photo)"),
+    ("copy_paste_gap", "copy-paste gap"),
     ("attr_acc", "attr. acc."),
     ("attr_background", "background"),
     ("attr_clothing", "clothing"),
@@ -403,7 +429,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("attr_accessory", "accessory"),
     ("attr_style", "style"),
 )
-_WITH_SEM = {"clip_t", "clip_i", "face_sim", "attr_acc"}
+_WITH_SEM = {"clip_t", "clip_i", "face_sim", *COPY_PASTE_METRICS, "attr_acc"}
 _ROW_LEAD = (("label", "method"), ("n_images", "images"))
 _TRADEOFF_LEAD = (("method", "method"), ("id_scale", "ID scale"), ("n_images", "images"))
 _TRADEOFF_COLUMNS = (("clip_t", "CLIP-T"), ("face_sim", "ID sim"), ("attr_acc", "attr. acc."))
@@ -424,7 +450,8 @@ def _tables_markdown(result: dict[str, Any]) -> str:
         f"adapters: {', '.join(f'{k} `{v}`' for k, v in result['adapters'].items())}.",
         "",
         f"Setup: {s['identities']} held-out identities (EVAL_IDENTITIES from {EVAL_IDENTITIES[0]}), one reference "
-        f"photo each (plain frontal studio photo), {s['prompts']} raw-photo prompts, {s['styles']} style prompts, "
+        f"photo each (plain frontal studio photo) and one other photo (scored against only), {s['prompts']} "
+        f"raw-photo prompts, {s['styles']} style prompts, "
         f"{s['seeds']} seed(s), DDIM {s['steps']} steps, guidance {s['guidance_scale']}, ID scale {s['id_scale']}, "
         f"{IMAGE_SIZE} px. {ERROR_BARS[0].upper()}{ERROR_BARS[1:]}.",
         "",
@@ -461,6 +488,10 @@ def _tables_markdown(result: dict[str, Any]) -> str:
         f"{s['detector_threshold']}), and the reference face, located by the renderer's known layout. An image "
         "without a detected face counts as 0 (ID sim (detected) leaves it out). The reference copy reuses the "
         "known layout, so its ID sim is the metric's maximum, 1.",
+        "- ID sim (other photo): the same cosine against another photo of the person (a random photo-style scene, "
+        "pose and light, its face at its known layout), never given to a method; copy-paste gap = ID sim - ID sim "
+        "(other photo), a missed face counting 0 in both. Near 0 the person is generated, large the reference "
+        "photo is copied; the reference copy's gap is a perfect copy's.",
         f"- Detector ceiling: the same reference photos located by the detector instead of their layout score ID sim "
         f"{_fmt(ceiling.get('face_sim'))} (detection rate {_fmt(ceiling.get('face_detection_rate'))}): no generated "
         "image can be expected to score higher.",
@@ -552,8 +583,8 @@ def reproduce(
 
     def analyzer(stage: str) -> KnownLayoutFaceAnalyzer:
         a = KnownLayoutFaceAnalyzer(weights, stage, threshold=config.detector_threshold)
-        for name, image in references.items():
-            a.remember(image, layouts[name])
+        for image, landmarks in layouts:
+            a.remember(image, landmarks)
         return a
 
     clip = load_clip_scorer(weights)
@@ -623,7 +654,9 @@ def reproduce(
         rows = []
         for identity in identities:
             image = references[identity.name]
+            others = [Image.open(p).convert("RGB") for p in identity.others]
             refs = {"clip": clip.image_embeds([image]), "face": face_metric.reference([image])}
+            refs["face_other"] = face_metric.reference(others, [str(p) for p in identity.others], other=True)
             for index, prompt in enumerate(prompt_sets[set_name].render(identity.class_word)):
                 scores = _score_reference(clip, face_metric, attributes, image, prompt, refs)
                 rows.append(

@@ -108,7 +108,7 @@ STAGE_TABLE: dict[str, Stage] = {
             "vae_decoder",
             "trainers.retrain:refine_vae_decoder_stage",
             "trainers.train_vae:DecoderRefinementConfig",
-            {"seed": 0, "steps": 1500},
+            {"seed": 0, "steps": 800},
             inputs=("vae", "face_encoder", "attributes"),
         ),
         Stage(

@@ -90,3 +90,21 @@ def test_jobs_run_real_stage_processes(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text()) == summary
     assert (tmp_path / "logs" / "landmarks.log").is_file()
     assert (tmp_path / "landmarks" / "model.safetensors").is_file()
+
+
+def test_a_stage_finished_by_another_retrain_process_stays_in_the_summary(tmp_path, monkeypatch):
+    # Two retrain processes on one folder (one stage each, as the long v2 stages run): the one that ends last must
+    # not drop the other's entry from OUT/metrics.json.
+    from infinite_id.world.stages import Stage
+
+    def fake_trainer(stage_dir, config, progress=True):
+        (tmp_path / "metrics.json").write_text(json.dumps({"attributes_eval": {"accuracy_style": 1.0}}))
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        (stage_dir / "metrics.json").write_text(json.dumps({"metrics": {"error_px": 1.0}}))
+        return {"error_px": 1.0}
+
+    monkeypatch.setattr(Stage, "load_trainer", lambda self: fake_trainer)
+    summary = retrain(tmp_path, only=["landmarks"], quick=True)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written == summary
+    assert written["attributes_eval"] == {"accuracy_style": 1.0} and written["landmarks"]["error_px"] == 1.0

@@ -144,8 +144,13 @@ def ready_stages(pending: Iterable[str], finished: Iterable[str]) -> list[str]:
     return sorted(ready, key=lambda s: (-len(_dependents(s)), order.index(s)))
 
 
-def _write_summary(path: Path, summary: dict) -> None:
+def _update_summary(path: Path, entries: dict) -> dict:
+    """Merge ``entries`` into the summary file as it is now and return the result: another retrain process on the
+    same folder may have written it since this one started, and its stages must not be lost."""
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary.update(entries)
     atomic_write(path, json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def _launch_stage(out: Path, stage: str, quick: bool, force: bool) -> subprocess.Popen:
@@ -248,8 +253,7 @@ def retrain(
             metrics = json.loads((out / name / "metrics.json").read_text())["metrics"]
             timing = {"train_seconds": seconds[name]} if name in seconds else {}
             summary[name] = {**(summary.get(name, {}) if not timing else {}), **metrics, **timing}
-        _write_summary(summary_file, summary)
-        return summary
+        return _update_summary(summary_file, {name: summary[name] for name in selected})
     for name in selected:
         stage = STAGE_TABLE[name]
         stage_dir = out / name
@@ -262,9 +266,9 @@ def retrain(
         metrics = stage.load_trainer()(stage_dir, config, progress=progress)
         summary[name] = {**metrics, "train_seconds": round(time.perf_counter() - started, 1)}
         if write_summary:
-            _write_summary(summary_file, summary)
+            summary = _update_summary(summary_file, {name: summary[name]})
     if write_summary:
-        _write_summary(summary_file, summary)
+        summary = _update_summary(summary_file, {name: summary[name] for name in selected if name in summary})
     return summary
 
 

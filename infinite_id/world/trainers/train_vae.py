@@ -151,6 +151,24 @@ class PerceptualLoss(nn.Module):
         ]
         return torch.stack(losses).mean()
 
+    def add_terms(
+        self,
+        loss: torch.Tensor,
+        reconstruction: torch.Tensor,
+        batch: VaeBatch,
+        identity_weight: float,
+        feature_weight: float,
+        texture_weight: float = 0.0,
+    ) -> torch.Tensor:
+        """``loss`` plus the weighted identity, feature and texture terms (a zero weight skips its network)."""
+        if identity_weight:
+            loss = loss + identity_weight * self.identity_loss(reconstruction, batch.pixels, batch.face_grid)
+        if feature_weight:
+            loss = loss + feature_weight * self.feature_loss(reconstruction, batch.pixels)
+        if texture_weight:
+            loss = loss + texture_weight * self.texture_loss(reconstruction, batch.pixels)
+        return loss
+
 
 def pixel_weights(batch: VaeBatch, face_weight: float, accessory_weight: float = 0.0) -> torch.Tensor:
     """Per-pixel loss weights ``1 + face_weight * face + accessory_weight * accessory``, shape (B, 1, H, W)."""
@@ -173,12 +191,7 @@ def vae_loss(
     reconstruction = vae.decode(posterior.sample()).sample
     loss = weighted_pixel_error(reconstruction, batch.pixels, pixel_weights(batch, config.face_weight))
     if perceptual is not None:
-        if config.identity_weight:
-            loss = loss + config.identity_weight * perceptual.identity_loss(
-                reconstruction, batch.pixels, batch.face_grid
-            )
-        if config.feature_weight:
-            loss = loss + config.feature_weight * perceptual.feature_loss(reconstruction, batch.pixels)
+        loss = perceptual.add_terms(loss, reconstruction, batch, config.identity_weight, config.feature_weight)
     return loss + config.kl_weight * posterior.kl().mean()
 
 
@@ -334,17 +347,12 @@ def refinement_batch(config: DecoderRefinementConfig, step: int, crop_size: int 
     examples, masks = [], []
     for j, identity_id in enumerate(ids):
         example_rng = np.random.default_rng([config.seed, 45, step, j])
-        semantics = balanced_semantics(example_rng) if config.balanced_semantics else None
+        # drawn here as sample_example would draw it (the same stream), so the mask can re-render it
+        semantics = balanced_semantics(example_rng) if config.balanced_semantics else Semantics.sample(example_rng)
         example = sample_example(identity_id, example_rng, semantics=semantics)
         examples.append(example)
-        masks.append(
-            accessory_mask(
-                example.image,
-                identity_from_id(identity_id),
-                Semantics.from_dict({k: example.labels[k] for k in Semantics().to_dict()}),
-                Nuisance.from_dict(example.labels["nuisance"]),
-            )
-        )
+        nuisance = Nuisance.from_dict(example.labels["nuisance"])
+        masks.append(accessory_mask(example.image, identity_from_id(identity_id), semantics, nuisance))
     return _batch_from_examples(examples, crop_size, masks)
 
 
@@ -357,13 +365,9 @@ def refinement_loss(
     reconstruction = vae.decode(latents).sample
     weights = pixel_weights(batch, config.face_weight, config.accessory_weight)
     loss = weighted_pixel_error(reconstruction, batch.pixels, weights)
-    if config.identity_weight:
-        loss = loss + config.identity_weight * perceptual.identity_loss(reconstruction, batch.pixels, batch.face_grid)
-    if config.feature_weight:
-        loss = loss + config.feature_weight * perceptual.feature_loss(reconstruction, batch.pixels)
-    if config.texture_weight:
-        loss = loss + config.texture_weight * perceptual.texture_loss(reconstruction, batch.pixels)
-    return loss
+    return perceptual.add_terms(
+        loss, reconstruction, batch, config.identity_weight, config.feature_weight, config.texture_weight
+    )
 
 
 def refine_decoder(
